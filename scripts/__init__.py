@@ -1,0 +1,1 @@
+"""Offline tools: dataset preparation, training, evaluation, export and benchmarks."""
