@@ -1,0 +1,142 @@
+"""TorchServe handler: image bytes in, denoised PNG out, one answer per request of a batch.
+
+The only serving-specific file. Decoding, limits and encoding live in ``models.imaging`` and
+tiled inference in ``models.tiling``; this file reads the configuration, loads the TorchScript
+network once per worker and maps each request (raw body or multipart form) to a PNG or to a
+JSON error with its own HTTP status, so one bad upload never fails the rest of its batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from ts.metrics.metric_type_enum import MetricTypes
+from ts.torch_handler.base_handler import BaseHandler
+
+from models.imaging import MAX_PIXELS, DecodedImage, ImageError, decode_image, encode_png
+from models.tiling import TileConfig, count_tiles, denoise_tiled
+
+logger = logging.getLogger(__name__)
+
+THREADS_ENV = "DENOISER_THREADS"
+UPLOAD_FIELDS = ("data", "body", "file", "image")
+PNG = "image/png"
+JSON = "application/json"
+REASONS = {400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error"}
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """The ``handler:`` section of ``model-config.yaml``; every key is optional."""
+
+    threads: int = 0
+    tile: int = TileConfig.tile
+    overlap: int = TileConfig.overlap
+    tile_batch: int = TileConfig.batch_size
+    max_pixels: int = MAX_PIXELS
+
+    @classmethod
+    def from_context(cls, context: Any) -> HandlerSettings:
+        """Settings from the model's YAML config, with ``DENOISER_THREADS`` overriding ``threads``."""
+        section = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
+        known = {f.name for f in fields(cls)}
+        values = {key: int(value) for key, value in section.items() if key in known}
+        if os.environ.get(THREADS_ENV):
+            values["threads"] = int(os.environ[THREADS_ENV])
+        return cls(**values)
+
+    @property
+    def tiles(self) -> TileConfig:
+        """The tiling configuration these settings describe."""
+        return TileConfig(tile=self.tile, overlap=self.overlap, batch_size=self.tile_batch)
+
+
+def upload_bytes(request: dict[str, Any]) -> bytes:
+    """The image bytes of one request: the raw body, or a form field named data/file/image, else the first file."""
+    value = next((request[key] for key in UPLOAD_FIELDS if request.get(key) is not None), None)
+    if value is None:
+        value = next((item for item in request.values() if isinstance(item, (bytes, bytearray))), None)
+    if value is None:
+        raise ImageError(
+            400, "no image in the request: send the image file as the request body or as a form field named 'file'"
+        )
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if not isinstance(value, (bytes, bytearray)):
+        raise ImageError(415, "the request body is JSON, not an image: send the image file's bytes instead")
+    return bytes(value)
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The JSON body answered for a failed request, shaped like TorchServe's own errors."""
+    return json.dumps({"code": status, "type": REASONS.get(status, "Error"), "message": message}).encode("utf-8")
+
+
+class DenoiserHandler(BaseHandler):
+    """Denoise each uploaded photograph with the archive's TorchScript network, tile by tile."""
+
+    def initialize(self, context: Any) -> None:
+        """Load the TorchScript network, apply thread and tiling settings and run one warm-up tile."""
+        self.context = context
+        self.manifest = context.manifest
+        self.settings = HandlerSettings.from_context(context)
+        if self.settings.threads > 0:
+            torch.set_num_threads(self.settings.threads)
+        properties = context.system_properties
+        gpu_id = properties.get("gpu_id")
+        use_cuda = torch.cuda.is_available() and gpu_id is not None
+        self.device = torch.device(f"cuda:{gpu_id}" if use_cuda else "cpu")
+        self.map_location = self.device.type
+        self.model_pt_path = os.path.join(properties["model_dir"], self.manifest["model"]["serializedFile"])
+        self.model = torch.jit.load(self.model_pt_path, map_location=self.device).eval()
+        self.tiles = self.settings.tiles
+        warm_up = torch.rand(3, self.tiles.tile, self.tiles.tile, device=self.device)
+        denoise_tiled(self.model, warm_up, TileConfig(self.tiles.tile, self.tiles.overlap, 1))
+        logger.info(
+            "denoiser loaded %s on %s with %d threads, %s",
+            self.model_pt_path, self.device, torch.get_num_threads(), self.settings,
+        )
+        self.initialized = True
+
+    def denoise(self, decoded: DecodedImage) -> torch.Tensor:
+        """The network's 3xHxW output for one decoded image (on the CPU)."""
+        pixels = torch.from_numpy(decoded.pixels).to(self.device)
+        return denoise_tiled(self.model, pixels, self.tiles).cpu()
+
+    def answer(self, idx: int, request: dict[str, Any], context: Any) -> bytes:
+        """The PNG for request ``idx`` of the batch, recording its metrics and content type."""
+        start = time.perf_counter()
+        decoded = decode_image(upload_bytes(request), self.settings.max_pixels)
+        png = encode_png(decoded, self.denoise(decoded).numpy())
+        metrics = context.metrics
+        metrics.add_metric("InputMegapixels", round(decoded.megapixels, 3), "MP", idx=idx, metric_type=MetricTypes.GAUGE)
+        metrics.add_counter("TilesProcessed", count_tiles(decoded.height, decoded.width, self.tiles), idx=idx)
+        metrics.add_time("DenoiseTime", round((time.perf_counter() - start) * 1000, 2), idx=idx)
+        context.set_response_content_type(idx, PNG)
+        return png
+
+    def failure(self, idx: int, context: Any, status: int, message: str) -> bytes:
+        """Give request ``idx`` its own HTTP status and a JSON error body."""
+        context.set_response_status(status, REASONS.get(status, "Error"), idx=idx)
+        context.set_response_content_type(idx, JSON)
+        return error_body(status, message)
+
+    def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
+        """Answer every request of the batch independently: a PNG, or a JSON error with its own status."""
+        self.context = context
+        responses = []
+        for idx, request in enumerate(data):
+            try:
+                responses.append(self.answer(idx, request, context))
+            except ImageError as error:
+                logger.info("request %d refused (%d): %s", idx, error.status, error.message)
+                responses.append(self.failure(idx, context, error.status, error.message))
+            except Exception:  # noqa: BLE001 - one broken request must not fail its batch
+                logger.exception("request %d failed", idx)
+                responses.append(self.failure(idx, context, 500, "the denoiser failed on this image"))
+        return responses

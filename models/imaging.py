@@ -1,0 +1,193 @@
+"""Decode uploaded image bytes for the networks and encode their output back to PNG.
+
+Plain Pillow/NumPy functions with no serving framework in sight. ``decode_image`` turns any
+common image file into a 3xHxW float32 array in [0, 1] plus what ``encode_png`` needs to give
+the client back an image of the same size and kind:
+
+* grayscale in (modes 1, L, LA, I;16*, I, F) -> grayscale PNG out (mean of the 3 output channels);
+* 16-bit grayscale in (I;16, I;16B, I;16L, I with values in 0..65535, F in [0, 1]) -> 16-bit PNG out;
+* colour in (RGB, RGBA, P/PA palettes, CMYK, YCbCr, ...) -> 8-bit RGB PNG out;
+* an alpha channel (LA, RGBA, PA, palettes with transparency) is carried through unchanged.
+
+Multi-frame files (animated GIF/WebP/PNG, multi-page TIFF) are denoised from their first frame
+only. EXIF orientation is applied (a corrupt EXIF block is ignored). Every failure is an
+``ImageError`` carrying the HTTP status a server should answer with.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000
+EIGHT_BIT = 255
+SIXTEEN_BIT = 65535
+GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+COLOUR_MODES = frozenset({"RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+ALPHA_COLOUR_MODES = frozenset({"RGBA", "RGBa", "PA"})
+
+
+class ImageError(ValueError):
+    """A request whose image cannot be processed; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Network input (3xHxW float32 in [0, 1]) plus what is needed to re-encode the result."""
+
+    pixels: np.ndarray
+    gray: bool
+    sixteen_bit: bool
+    alpha: np.ndarray | None
+    source_format: str
+    source_mode: str
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return int(self.pixels.shape[2])
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def megapixels(self) -> float:
+        """Pixel count in millions."""
+        return self.width * self.height / 1e6
+
+
+def check_size(width: int, height: int, max_pixels: int) -> None:
+    """Refuse (413) an image whose declared size exceeds ``max_pixels``."""
+    if width * height > max_pixels:
+        raise ImageError(
+            413,
+            f"image is {width}x{height} = {width * height / 1e6:.1f} MP; the limit is "
+            f"{max_pixels / 1e6:.1f} MP: downscale or crop it and try again",
+        )
+
+
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read the header, check the declared size against the limit, then decode the first frame."""
+    if not data:
+        raise ImageError(400, "empty request body: send the image file's bytes as the request body")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(
+            415, "the body is not an image Pillow recognises: send a JPEG, PNG, WebP, BMP, TIFF or GIF file"
+        ) from None
+    except Image.DecompressionBombError:
+        raise ImageError(413, f"image is too large to decode; the limit is {max_pixels / 1e6:.1f} MP") from None
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types on corrupt headers
+        raise ImageError(400, f"the image header is corrupt ({error}): re-save the file and try again") from None
+    width, height = image.size
+    check_size(width, height, max_pixels)
+    try:
+        image.load()
+    except Image.DecompressionBombError:
+        raise ImageError(413, f"image is too large to decode; the limit is {max_pixels / 1e6:.1f} MP") from None
+    except Exception as error:  # noqa: BLE001 - truncated or corrupt pixel data
+        raise ImageError(
+            400, f"the {image.format or 'image'} file is truncated or corrupt ({error}): re-save it and try again"
+        ) from None
+    return image
+
+
+def apply_orientation(image: Image.Image) -> Image.Image:
+    """Rotate/flip as the EXIF orientation tag says; a corrupt EXIF block means no rotation."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on malformed EXIF
+        return image
+
+
+def sixteen_bit_gray(image: Image.Image) -> np.ndarray:
+    """The HxW values of a 16-bit, 32-bit integer or float grayscale image, scaled to [0, 1]."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+            raise ImageError(415, "floating-point images must hold values in [0, 1]: convert it to 8 or 16 bit")
+        return values.astype(np.float32)
+    if values.size and (values.min() < 0 or values.max() > SIXTEEN_BIT):
+        raise ImageError(415, "32-bit integer images must hold values in 0..65535: convert it to 16 bit")
+    return values.astype(np.float32) / SIXTEEN_BIT
+
+
+def split_modes(image: Image.Image) -> tuple[np.ndarray, bool, bool, np.ndarray | None]:
+    """(HxW or HxWx3 float32 in [0, 1], gray?, 16 bit?, alpha or None) for any supported mode."""
+    mode = image.mode
+    if mode == "P":
+        mode = "PA" if "transparency" in image.info else "RGB"
+        image = image.convert("RGBA" if mode == "PA" else "RGB")
+    if mode in SIXTEEN_BIT_MODES:
+        return sixteen_bit_gray(image), True, True, None
+    if mode in GRAY_MODES:
+        la = np.asarray(image.convert("LA"))
+        alpha = la[..., 1].copy() if mode in {"LA", "La"} else None
+        return la[..., 0].astype(np.float32) / EIGHT_BIT, True, False, alpha
+    if mode in ALPHA_COLOUR_MODES:
+        rgba = np.asarray(image.convert("RGBA"))
+        return rgba[..., :3].astype(np.float32) / EIGHT_BIT, False, False, rgba[..., 3].copy()
+    if mode in COLOUR_MODES:
+        try:
+            rgb = np.asarray(image.convert("RGB"))
+        except ValueError:
+            raise ImageError(415, f"images in mode {mode} cannot be converted to RGB: save it as RGB") from None
+        return rgb.astype(np.float32) / EIGHT_BIT, False, False, None
+    raise ImageError(415, f"unsupported image mode {mode}: save it as 8-bit RGB, RGBA or grayscale")
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode image file bytes into network input and re-encoding information."""
+    image = open_image(data, max_pixels)
+    source_format, source_mode = image.format or "unknown", image.mode
+    values, gray, sixteen_bit, alpha = split_modes(apply_orientation(image))
+    channels = np.repeat(values[None], 3, axis=0) if gray else values.transpose(2, 0, 1)
+    return DecodedImage(
+        pixels=np.ascontiguousarray(channels, dtype=np.float32),
+        gray=gray,
+        sixteen_bit=sixteen_bit,
+        alpha=alpha,
+        source_format=source_format,
+        source_mode=source_mode,
+    )
+
+
+def quantise(values: np.ndarray, peak: int) -> np.ndarray:
+    """``round(clamp(x, 0, 1) * peak)`` as an integer array fitting ``peak``."""
+    dtype = np.uint16 if peak > EIGHT_BIT else np.uint8
+    return np.rint(np.clip(values, 0.0, 1.0) * peak).astype(dtype)
+
+
+def encode_png(decoded: DecodedImage, output: np.ndarray) -> bytes:
+    """PNG bytes of a 3xHxW float ``output`` in the kind and size of the decoded input."""
+    if output.shape != decoded.pixels.shape:
+        raise ValueError(f"output shape {output.shape} differs from the input's {decoded.pixels.shape}")
+    output = np.asarray(output, dtype=np.float32)
+    if decoded.gray:
+        gray = output.mean(axis=0)
+        if decoded.sixteen_bit:
+            image = Image.fromarray(quantise(gray, SIXTEEN_BIT))
+        elif decoded.alpha is not None:
+            image = Image.fromarray(np.stack([quantise(gray, EIGHT_BIT), decoded.alpha], axis=-1))
+        else:
+            image = Image.fromarray(quantise(gray, EIGHT_BIT))
+    else:
+        rgb = quantise(output.transpose(1, 2, 0), EIGHT_BIT)
+        if decoded.alpha is not None:
+            image = Image.fromarray(np.concatenate([rgb, decoded.alpha[..., None]], axis=-1))
+        else:
+            image = Image.fromarray(rgb)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
