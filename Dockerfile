@@ -1,0 +1,52 @@
+# Denoiser-Server image for a CPU Hugging Face Space (Docker SDK, port 8080, uid 1000).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+# pip settings for builds behind a TLS-intercepting proxy (PIP_CERT: CA bundle path) or
+# from a local wheel folder (PIP_FIND_LINKS); unset by default. The PyTorch CPU index
+# supplies the CPU-only torch wheel.
+ARG PIP_CERT
+ARG PIP_FIND_LINKS
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/home/user \
+    TEMP=/home/user/tmp
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# TorchServe's frontend is a Java application: a headless JRE is enough. The JRE is not
+# version-pinned on purpose: Debian stable only ships security fixes for it, and an exact
+# pin would break the build at the next point release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 --home-dir /home/user user \
+    && mkdir -p /home/user/app "$TEMP" \
+    && chown -R 1000:1000 /home/user
+
+# Dependencies first so that code changes reuse this layer.
+COPY requirements.txt /tmp/requirements.txt
+RUN python3 -m venv "$VIRTUAL_ENV" \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+USER 1000
+WORKDIR /home/user/app
+COPY --chown=1000:1000 . .
+
+# Model archives are built from the committed weights, inside the image.
+RUN python -m scripts.build_model_store
+
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=8)"]
+
+CMD ["torchserve", "--start", "--foreground", "--ts-config", "config.properties", "--ncs"]
