@@ -56,20 +56,36 @@ class HandlerSettings:
         return TileConfig(tile=self.tile, overlap=self.overlap, batch_size=self.tile_batch)
 
 
-def upload_bytes(request: dict[str, Any]) -> bytes:
-    """The image bytes of one request: the raw body, or a form field named data/file/image, else the first file."""
+def upload_bytes(request: dict[str, Any], content_types: dict[str, str]) -> bytes:
+    """The image bytes of one request: the raw body, a form field named data/file/image, else the first file.
+
+    ``content_types`` maps each field to its part's content type; TorchServe gives text form fields
+    an empty one and file uploads a non-empty one, which is how a form without a file is told apart.
+    """
     value = next((request[key] for key in UPLOAD_FIELDS if request.get(key) is not None), None)
     if value is None:
-        value = next((item for item in request.values() if isinstance(item, (bytes, bytearray))), None)
+        value = next((item for key, item in request.items() if content_types.get(key)), None)
     if value is None:
+        fields_sent = ", ".join(sorted(request)) or "none"
         raise ImageError(
-            400, "no image in the request: send the image file as the request body or as a form field named 'file'"
+            400,
+            f"no image in the request (form fields: {fields_sent}): send the image file as the request body "
+            "or as a file field named 'file'",
         )
     if isinstance(value, str):
         return value.encode("utf-8")
     if not isinstance(value, (bytes, bytearray)):
         raise ImageError(415, "the request body is JSON, not an image: send the image file's bytes instead")
     return bytes(value)
+
+
+def part_content_types(context: Any, idx: int, request: dict[str, Any]) -> dict[str, str]:
+    """Each field's part content type as TorchServe records it in the request headers ('' when none)."""
+    types = {}
+    for name in request:
+        header = context.get_request_header(idx, name)
+        types[name] = (header.get("content-type") or "") if isinstance(header, dict) else ""
+    return types
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -111,7 +127,8 @@ class DenoiserHandler(BaseHandler):
     def answer(self, idx: int, request: dict[str, Any], context: Any) -> bytes:
         """The PNG for request ``idx`` of the batch, recording its metrics and content type."""
         start = time.perf_counter()
-        decoded = decode_image(upload_bytes(request), self.settings.max_pixels)
+        data = upload_bytes(request, part_content_types(context, idx, request))
+        decoded = decode_image(data, self.settings.max_pixels)
         png = encode_png(decoded, self.denoise(decoded).numpy())
         metrics = context.metrics
         metrics.add_metric("InputMegapixels", round(decoded.megapixels, 3), "MP", idx=idx, metric_type=MetricTypes.GAUGE)

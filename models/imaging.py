@@ -16,6 +16,7 @@ only. EXIF orientation is applied (a corrupt EXIF block is ignored). Every failu
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +25,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 40_000_000
 EIGHT_BIT = 255
 SIXTEEN_BIT = 65535
-GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+GRAY_MODES = frozenset({"1", "L", "LA"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
-COLOUR_MODES = frozenset({"RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
+COLOUR_MODES = frozenset({"RGB", "RGBX", "CMYK", "YCbCr", "HSV"})
 ALPHA_COLOUR_MODES = frozenset({"RGBA", "RGBa", "PA"})
 
 
@@ -66,14 +67,21 @@ class DecodedImage:
         return self.width * self.height / 1e6
 
 
+def too_large(size: str, max_pixels: int) -> ImageError:
+    """The 413 error for an image of ``size`` (e.g. "50000x50000 = 2500.0 MP") over the limit."""
+    return ImageError(413, f"image is {size}; the limit is {max_pixels / 1e6:.1f} MP: downscale or crop it and try again")
+
+
 def check_size(width: int, height: int, max_pixels: int) -> None:
     """Refuse (413) an image whose declared size exceeds ``max_pixels``."""
     if width * height > max_pixels:
-        raise ImageError(
-            413,
-            f"image is {width}x{height} = {width * height / 1e6:.1f} MP; the limit is "
-            f"{max_pixels / 1e6:.1f} MP: downscale or crop it and try again",
-        )
+        raise too_large(f"{width}x{height} = {width * height / 1e6:.1f} MP", max_pixels)
+
+
+def bomb_error(error: Image.DecompressionBombError, max_pixels: int) -> ImageError:
+    """Pillow's own decompression-bomb refusal as the same 413 error (its message gives the pixel count)."""
+    pixels = re.search(r"\((\d+) pixels\)", str(error))
+    return too_large(f"{int(pixels.group(1)) / 1e6:.1f} MP" if pixels else "too large to decode", max_pixels)
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -86,16 +94,16 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(
             415, "the body is not an image Pillow recognises: send a JPEG, PNG, WebP, BMP, TIFF or GIF file"
         ) from None
-    except Image.DecompressionBombError:
-        raise ImageError(413, f"image is too large to decode; the limit is {max_pixels / 1e6:.1f} MP") from None
+    except Image.DecompressionBombError as error:
+        raise bomb_error(error, max_pixels) from None
     except Exception as error:  # noqa: BLE001 - Pillow raises many types on corrupt headers
         raise ImageError(400, f"the image header is corrupt ({error}): re-save the file and try again") from None
     width, height = image.size
     check_size(width, height, max_pixels)
     try:
         image.load()
-    except Image.DecompressionBombError:
-        raise ImageError(413, f"image is too large to decode; the limit is {max_pixels / 1e6:.1f} MP") from None
+    except Image.DecompressionBombError as error:
+        raise bomb_error(error, max_pixels) from None
     except Exception as error:  # noqa: BLE001 - truncated or corrupt pixel data
         raise ImageError(
             400, f"the {image.format or 'image'} file is truncated or corrupt ({error}): re-save it and try again"
@@ -133,18 +141,15 @@ def split_modes(image: Image.Image) -> tuple[np.ndarray, bool, bool, np.ndarray 
         return sixteen_bit_gray(image), True, True, None
     if mode in GRAY_MODES:
         la = np.asarray(image.convert("LA"))
-        alpha = la[..., 1].copy() if mode in {"LA", "La"} else None
+        alpha = la[..., 1].copy() if mode == "LA" else None
         return la[..., 0].astype(np.float32) / EIGHT_BIT, True, False, alpha
     if mode in ALPHA_COLOUR_MODES:
         rgba = np.asarray(image.convert("RGBA"))
         return rgba[..., :3].astype(np.float32) / EIGHT_BIT, False, False, rgba[..., 3].copy()
     if mode in COLOUR_MODES:
-        try:
-            rgb = np.asarray(image.convert("RGB"))
-        except ValueError:
-            raise ImageError(415, f"images in mode {mode} cannot be converted to RGB: save it as RGB") from None
+        rgb = np.asarray(image.convert("RGB"))
         return rgb.astype(np.float32) / EIGHT_BIT, False, False, None
-    raise ImageError(415, f"unsupported image mode {mode}: save it as 8-bit RGB, RGBA or grayscale")
+    raise ImageError(415, f"unsupported image mode {mode}: save the image as 8-bit RGB, RGBA or grayscale")
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
