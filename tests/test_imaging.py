@@ -147,8 +147,10 @@ def test_corrupt_exif_falls_back_to_no_rotation() -> None:
     info = PngImagePlugin.PngInfo()
     info.add(b"eXIf", b"XX\x00*\x00\x00\x00\x08")
     data = file_bytes(Image.fromarray(RGB), "PNG", pnginfo=info)
+    opened = Image.open(io.BytesIO(data))
+    opened.load()
     with pytest.raises(SyntaxError):
-        ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        ImageOps.exif_transpose(opened)
     decoded = decode_image(data)
     assert (decoded.height, decoded.width) == (13, 21)
     odd_orientation = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x63" + bytes(6)
