@@ -144,9 +144,7 @@ def test_exif_orientation_is_applied(orientation: int, rotate) -> None:
 
 
 def test_corrupt_exif_falls_back_to_no_rotation() -> None:
-    info = PngImagePlugin.PngInfo()
-    info.add(b"eXIf", b"XX\x00*\x00\x00\x00\x08")
-    data = file_bytes(Image.fromarray(RGB), "PNG", pnginfo=info)
+    data = file_bytes(Image.fromarray(RGB), "PNG", exif=b"XX\x00*\x00\x00\x00\x08")
     opened = Image.open(io.BytesIO(data))
     opened.load()
     with pytest.raises(SyntaxError):
