@@ -1,0 +1,1 @@
+"""Denoiser-Server test suite."""

@@ -1,0 +1,74 @@
+"""The three architectures: shapes, residual output, TorchScript tracing and the registry."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import MODELS, build_model, load_pretrained, save_weights
+from models.tiling import denoise_whole
+
+TINY = {"width": 4, "depth": 2}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shapes_at_multiples_and_odd_sizes(name: str) -> None:
+    model = build_model(name, **TINY).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 48)).shape == (2, 3, 32, 48)
+    odd = torch.rand(3, 37, 53)
+    assert denoise_whole(model, odd, model.size_multiple).shape == odd.shape
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_default_configuration_is_fully_convolutional(name: str) -> None:
+    model = build_model(name).eval()
+    assert model.size_multiple == 16
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 128, 128)).shape == (1, 3, 128, 128)
+        assert model(torch.rand(1, 3, 16, 64)).shape == (1, 3, 16, 64)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_traced_module_matches_eager_at_two_sizes(name: str) -> None:
+    model = build_model(name).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.rand(1, 3, 128, 128))
+        for shape in ((1, 3, 128, 128), (3, 3, 96, 160)):
+            x = torch.rand(shape)
+            assert (traced(x) - model(x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_output_is_input_minus_predicted_noise(name: str) -> None:
+    model = build_model(name, **TINY).eval()
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), x)
+
+
+def test_attention_variant_differs_only_by_cbam() -> None:
+    plain = {k for k in build_model("model_runet").state_dict()}
+    attended = {k for k in build_model("model_arunet").state_dict()}
+    assert plain < attended
+    assert all(".attention." in k for k in attended - plain)
+
+
+def test_registry_names_and_archives_are_the_contract() -> None:
+    assert {name: spec.archive for name, spec in MODELS.items()} == {
+        "model_unet": "UNET", "model_runet": "R-UNET", "model_arunet": "A-R-UNET",
+    }
+
+
+def test_weights_round_trip_through_safetensors(tmp_path) -> None:
+    model = build_model("model_arunet", **TINY)
+    save_weights("model_arunet", model, {"config": TINY}, tmp_path)
+    loaded = load_pretrained("model_arunet", tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_missing_weights_say_how_to_train(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="scripts.train --model model_unet"):
+        load_pretrained("model_unet", tmp_path)
