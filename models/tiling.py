@@ -1,11 +1,12 @@
 """Overlapping-tile inference: reflect-pad, cut 128x128 tiles, run them in batches, blend back.
 
-Each tile's output is weighted by a separable window that is 1 in the middle and rises as
-sin^2 over ``overlap`` pixels at each edge, and the weighted sum is divided by the summed
-weights. Complementary sin^2/cos^2 ramps sum to one, so no seam shows, and because the
-result is a normalised average, a pointwise network gives exactly its untiled output.
-The image is reflect-padded by ``overlap`` on every side first, so the image's own border
-never sits on a tile's low-weight edge, where the network lacks context.
+Each tile's output is weighted by a separable window. Near its edges a tile's output is the
+least trustworthy (the network sees no context beyond the tile), so the outermost quarter of
+the overlap is discarded (weight 0), the middle half rises as sin^2 and the rest is 1. Two
+neighbours' complementary sin^2/cos^2 ramps sum to one, the weighted sum is divided by the
+summed weights, and so a pointwise network gives exactly its untiled output. The image is
+reflect-padded by ``overlap`` on every side first, so the image's own border never sits on a
+tile's low-weight edge, where the network lacks context.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,25 +34,25 @@ class TileConfig:
             raise ValueError("batch_size must be at least 1")
 
 
-def pad_reflect(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-    """Reflect-pad the last two dimensions by any amount (repeating the reflection as needed).
+def reflect_indices(size: int, before: int, after: int) -> torch.Tensor:
+    """Source indices of an axis of ``size`` reflect-padded by ``before`` and ``after`` (any amounts).
 
-    A side of a single pixel cannot be reflected and is replicated instead.
+    The reflection repeats (a triangle wave of period ``2 * (size - 1)``), as reflecting the
+    already padded axis again would; an axis of a single pixel is replicated.
     """
-    for dim, (before, after) in ((-2, (top, bottom)), (-1, (left, right))):
-        while before > 0 or after > 0:
-            size = x.shape[dim]
-            step_before, step_after = min(before, size - 1), min(after, size - 1)
-            pads = [0, 0, 0, 0]
-            offset = 0 if dim == -1 else 2
-            if size == 1:
-                pads[offset:offset + 2] = [before, after]
-                x = F.pad(x.unsqueeze(0), pads, mode="replicate").squeeze(0) if x.dim() == 3 else F.pad(x, pads, mode="replicate")
-                break
-            pads[offset:offset + 2] = [step_before, step_after]
-            x = F.pad(x.unsqueeze(0), pads, mode="reflect").squeeze(0) if x.dim() == 3 else F.pad(x, pads, mode="reflect")
-            before, after = before - step_before, after - step_after
-    return x
+    positions = torch.arange(-before, size + after)
+    if size == 1:
+        return torch.zeros_like(positions)
+    period = 2 * (size - 1)
+    folded = positions.remainder(period)
+    return torch.where(folded < size, folded, period - folded)
+
+
+def pad_reflect(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Reflect-pad the last two dimensions by any amount (repeating the reflection as needed)."""
+    rows = reflect_indices(x.shape[-2], top, bottom).to(x.device)
+    cols = reflect_indices(x.shape[-1], left, right).to(x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -63,13 +63,21 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts + [length - tile]
 
 
+def edge_margin(overlap: int) -> int:
+    """Pixels at each tile edge whose output is discarded: a quarter of the overlap."""
+    return overlap // 4
+
+
 def blend_window(tile: int, overlap: int) -> torch.Tensor:
-    """The 2-D blending weights of one tile: sin^2 ramps over ``overlap`` pixels, 1 inside."""
+    """The 2-D blending weights of one tile: 0 over the edge margin, a sin^2 ramp, then 1 inside."""
     ramp = torch.ones(tile, dtype=torch.float64)
     if overlap > 0:
-        rise = torch.sin(math.pi / 2 * (torch.arange(overlap, dtype=torch.float64) + 0.5) / overlap) ** 2
-        ramp[:overlap] = rise
-        ramp[-overlap:] = rise.flip(0)
+        margin = edge_margin(overlap)
+        rise_length = overlap - 2 * margin
+        rise = torch.sin(math.pi / 2 * (torch.arange(rise_length, dtype=torch.float64) + 0.5) / rise_length) ** 2
+        edge = torch.cat([torch.zeros(margin, dtype=torch.float64), rise])
+        ramp[:overlap - margin] = edge
+        ramp[tile - overlap + margin:] = edge.flip(0)
     return (ramp[:, None] * ramp[None, :]).float()
 
 
