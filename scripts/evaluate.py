@@ -1,0 +1,220 @@
+"""Mean PSNR/SSIM of the noisy input, the classical baselines and the three networks.
+
+    python -m scripts.evaluate                                   # all settings and methods
+    python -m scripts.evaluate --methods noisy nlm cbm3d median_cbm3d --settings hybrid
+    python -m scripts.evaluate --images BSD500/test --limit 20 --out runs/eval-bsd
+
+Each clean image (index ``i`` in sorted order) is degraded with its own generator
+``numpy.random.default_rng([seed, i])`` under a noise setting; the networks run over the
+whole image with the server's tiling (``models.tiling.denoise_tiled``, ``TileConfig()``) and
+their output is quantised exactly like the server's PNG. Every (setting, method, image)
+score is cached under ``OUT/cache`` with the inputs it depends on (seed, image pixels, tuned
+factor or weights hash), so an interrupted run resumes and re-evaluating the networks does
+not redo the slow CBM3D rows.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tqdm import tqdm
+
+from models import MODELS, WEIGHTS_DIR, imaging, load_pretrained
+from models.noise import NoiseConfig, ResidualStats, add_hybrid_noise
+from models.tiling import Network, TileConfig, denoise_tiled
+from models.registry import weight_paths
+
+from .baselines import BASELINES, available, oracle_sigma
+from .dataset import list_images, load_rgb, pixel_hash
+
+REPO = Path(__file__).resolve().parent.parent
+VAL_DIR = REPO.parent / "shared" / "corpus" / "val"
+OUT_DIR = REPO / "runs" / "eval"
+DEFAULT_SEED = 0
+
+SETTINGS: dict[str, NoiseConfig] = {
+    "hybrid": NoiseConfig(),
+    "gaussian25": NoiseConfig.gaussian(25),
+    "gaussian50": NoiseConfig.gaussian(50),
+}
+CLASSICAL = ["noisy", *BASELINES]
+METHODS = [*CLASSICAL, *MODELS]
+TITLES = {"noisy": "Noisy input", **{n: b.title for n, b in BASELINES.items()}, **{n: s.title for n, s in MODELS.items()}}
+
+Method = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
+
+
+def degrade(clean: np.ndarray, setting: str, index: int, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """The noisy version of image number ``index`` under ``setting``, reproducible from the seed."""
+    noisy, _ = add_hybrid_noise(clean, np.random.default_rng([seed, index]), SETTINGS[setting])
+    return noisy
+
+
+def quantise(image: torch.Tensor) -> np.ndarray:
+    """A CxHxW float output as the server's PNG pixels: uint8 HxWx3 ``round(clamp(x, 0, 1) * 255)``."""
+    return imaging.quantise(image.numpy().transpose(1, 2, 0), imaging.EIGHT_BIT)
+
+
+def denoise_image(net: Network, noisy: np.ndarray, config: TileConfig = TileConfig()) -> np.ndarray:
+    """Denoise a uint8 HxWx3 image with the server's scaling, tiling and quantisation."""
+    channels = noisy.astype(np.float32).transpose(2, 0, 1) / imaging.EIGHT_BIT
+    tensor = torch.from_numpy(np.ascontiguousarray(channels))
+    return quantise(denoise_tiled(net, tensor, config))
+
+
+def score(clean: np.ndarray, result: np.ndarray) -> dict[str, float]:
+    """PSNR (dB) and SSIM of a uint8 result against the clean image (data range 255)."""
+    return {
+        "psnr": float(peak_signal_noise_ratio(clean, result, data_range=255)),
+        "ssim": float(structural_similarity(clean, result, data_range=255, channel_axis=2)),
+    }
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class Contender:
+    """One evaluated method: how it denoises (clean, noisy, setting) and what its results depend on."""
+
+    name: str
+    run: Method
+    version: Callable[[str], str]
+
+
+def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR) -> list[Contender]:
+    """Build the requested methods (networks loaded once, bm3d-dependent ones dropped if missing)."""
+    result = []
+    for name in available(methods):
+        if name == "noisy":
+            result.append(Contender(name, lambda clean, noisy, setting: noisy, lambda setting: "identity"))
+        elif name in BASELINES:
+            baseline = BASELINES[name]
+            result.append(Contender(
+                name,
+                lambda clean, noisy, setting, b=baseline: b(noisy, oracle_sigma(clean, noisy), setting),
+                lambda setting, b=baseline: f"factor={b.factor(setting)}",
+            ))
+        elif name in MODELS:
+            digest = file_hash(weight_paths(name, weights_dir)[0])
+            net = load_pretrained(name, weights_dir)
+            result.append(Contender(
+                name, lambda clean, noisy, setting, n=net: denoise_image(n, noisy), lambda setting, d=digest: f"weights={d}"
+            ))
+        else:
+            raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
+    return result
+
+
+def cached_score(
+    cache: Path, contender: Contender, clean: np.ndarray, noisy: np.ndarray, setting: str, key: dict
+) -> dict[str, float]:
+    """Score of ``contender`` on one image, read from ``cache`` when its key matches, else computed and stored."""
+    key = {**key, "version": contender.version(setting)}
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["score"]
+    started = time.perf_counter()
+    result = contender.run(clean, noisy, setting)
+    entry = {"key": key, "score": {**score(clean, result), "seconds": round(time.perf_counter() - started, 3)}}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache.with_suffix(".tmp")
+    temporary.write_text(json.dumps(entry))
+    temporary.replace(cache)
+    return entry["score"]
+
+
+def evaluate(
+    images: Path = VAL_DIR,
+    settings: list[str] = list(SETTINGS),
+    methods: list[str] = METHODS,
+    weights_dir: Path = WEIGHTS_DIR,
+    out: Path = OUT_DIR,
+    seed: int = DEFAULT_SEED,
+    limit: int | None = None,
+) -> dict:
+    """Score every method on every image under every setting; returns per-setting means and sigma_eff."""
+    files = list_images(images)[:limit]
+    chosen = contenders(methods, weights_dir)
+    per_image: dict[str, dict[str, list[dict]]] = {s: {c.name: [] for c in chosen} for s in settings}
+    sigma: dict[str, ResidualStats] = {s: ResidualStats() for s in settings}
+    with tqdm(total=len(settings) * len(files) * len(chosen), desc="evaluating", unit="result") as bar:
+        for setting in settings:
+            for index, path in enumerate(files):
+                clean = load_rgb(path)
+                noisy = degrade(clean, setting, index, seed)
+                sigma[setting].update(clean, noisy)
+                key = {"seed": seed, "index": index, "image": pixel_hash(clean)}
+                for contender in chosen:
+                    bar.set_postfix_str(f"{setting} {contender.name} {path.name}")
+                    cache = out / "cache" / setting / contender.name / f"{index:04d}-{path.stem}.json"
+                    per_image[setting][contender.name].append(cached_score(cache, contender, clean, noisy, setting, key))
+                    bar.update()
+    return {
+        "images": str(images), "count": len(files), "seed": seed, "tiling": TileConfig().__dict__,
+        "settings": {
+            setting: {
+                "sigma_eff": sigma[setting].std,
+                "methods": {
+                    name: {metric: float(np.mean([r[metric] for r in rows])) for metric in ("psnr", "ssim", "seconds")}
+                    for name, rows in per_image[setting].items()
+                },
+            }
+            for setting in settings
+        },
+    }
+
+
+def markdown(results: dict) -> str:
+    """The results as a Markdown table: one row per method, PSNR / SSIM per setting."""
+    settings = results["settings"]
+    header = " | ".join(f"{s} (sigma_eff {v['sigma_eff']:.1f})" for s, v in settings.items())
+    lines = [
+        f"{results['count']} images from `{results['images']}`, seed {results['seed']}; PSNR (dB) / SSIM",
+        "",
+        f"| Method | {header} |",
+        "|---|" + "---:|" * len(settings),
+    ]
+    names = list(dict.fromkeys(n for v in settings.values() for n in v["methods"]))
+    for name in names:
+        cells = []
+        for value in settings.values():
+            row = value["methods"].get(name)
+            cells.append(f"{row['psnr']:.2f} / {row['ssim']:.4f}" if row else "-")
+        lines.append(f"| {TITLES.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse the command line, evaluate, print the table and write ``results.json`` and ``results.md``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=VAL_DIR, help="clean images, never training ones")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="results and cache folder")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--limit", type=int, help="only the first N images")
+    args = parser.parse_args(argv)
+    results = evaluate(args.images, args.settings, args.methods, args.weights_dir, args.out, args.seed, args.limit)
+    table = markdown(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(table)
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()

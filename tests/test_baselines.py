@@ -1,0 +1,68 @@
+"""Classical baselines: they denoise, honour the oracle sigma, and bm3d stays optional."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio
+
+from models.noise import NoiseConfig, add_hybrid_noise
+from scripts import baselines
+from scripts.baselines import BASELINES, available, centre_crop, oracle_sigma, to_uint8
+
+
+def smooth_image(size: int = 48) -> np.ndarray:
+    """A smooth colour gradient: easy to denoise, so every baseline must gain on it."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    return (np.stack([x, y, (x + y) / 2], axis=2) * 200 + 20).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    clean = smooth_image()
+    noisy, _ = add_hybrid_noise(clean, np.random.default_rng(0), NoiseConfig.gaussian(25))
+    return clean, noisy
+
+
+def test_oracle_sigma_is_the_residual_std(pair) -> None:
+    clean, noisy = pair
+    assert oracle_sigma(clean, noisy) == pytest.approx(np.std(noisy.astype(float) - clean), rel=1e-9)
+    assert 20 < oracle_sigma(clean, noisy) < 27
+
+
+def test_to_uint8_rounds_and_clips() -> None:
+    assert to_uint8(np.array([-0.1, 0.5, 1.2, 0.499 / 255])).tolist() == [0, 128, 255, 0]
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baselines_improve_psnr_and_keep_shape(pair, name: str) -> None:
+    if BASELINES[name].needs_bm3d and not baselines.bm3d_available():
+        pytest.skip("bm3d not installed")
+    clean, noisy = pair
+    out = BASELINES[name](noisy, oracle_sigma(clean, noisy), "gaussian25")
+    assert out.shape == clean.shape and out.dtype == np.uint8
+    assert peak_signal_noise_ratio(clean, out, data_range=255) > peak_signal_noise_ratio(clean, noisy, data_range=255) + 3
+
+
+def test_missing_bm3d_drops_only_its_baselines(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(baselines, "bm3d_available", lambda: False)
+    assert available(["noisy", "nlm", "cbm3d", "median_cbm3d", "model_unet"]) == ["noisy", "nlm", "model_unet"]
+    assert "pip install bm3d" in capsys.readouterr().out
+
+
+def test_tune_reports_every_factor(pair, monkeypatch) -> None:
+    monkeypatch.setattr(baselines, "bm3d_available", lambda: False)
+    scores = baselines.tune([pair], {"nlm": (0.5, 1.0), "cbm3d": (1.0,)})
+    assert list(scores) == ["nlm"] and set(scores["nlm"]) == {0.5, 1.0}
+
+
+def test_every_baseline_has_a_factor_for_every_setting() -> None:
+    from scripts.evaluate import SETTINGS
+
+    for baseline in BASELINES.values():
+        assert all(baseline.factor(setting) > 0 for setting in SETTINGS)
+
+
+def test_centre_crop_handles_small_images() -> None:
+    image = np.zeros((10, 30, 3), np.uint8)
+    assert centre_crop(image, 8).shape == (8, 8, 3)
+    assert centre_crop(image, 20).shape == (10, 20, 3)

@@ -1,0 +1,100 @@
+"""Evaluation: reproducible degradation, the server's quantisation, tables, cache and resume."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import MODELS, build_model, save_weights
+from scripts import baselines, evaluate
+from scripts.evaluate import degrade, denoise_image, main, quantise
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three small smooth photographs-to-be in a folder."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:40, 0:56] / 56
+    for i in range(3):
+        base = np.stack([x, y, x * y], axis=2) * rng.uniform(100, 200, 3) + rng.uniform(0, 40, 3)
+        Image.fromarray(base.astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Tiny untrained networks saved the way training saves them."""
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    for name in MODELS:
+        save_weights(name, build_model(name, width=8, depth=2), {"config": {"width": 8, "depth": 2}}, folder)
+    return folder
+
+
+def run(images, weights, out, methods, settings=("hybrid",), limit=2) -> dict:
+    return main([
+        "--images", str(images), "--weights-dir", str(weights), "--out", str(out), "--limit", str(limit),
+        "--methods", *methods, "--settings", *settings,
+    ])
+
+
+def test_degrade_is_reproducible_per_image_and_setting() -> None:
+    clean = np.full((32, 32, 3), 128, np.uint8)
+    assert np.array_equal(degrade(clean, "hybrid", 3, seed=7), degrade(clean, "hybrid", 3, seed=7))
+    assert not np.array_equal(degrade(clean, "hybrid", 3, seed=7), degrade(clean, "hybrid", 4, seed=7))
+    assert np.std(degrade(clean, "gaussian50", 0).astype(float) - clean) > 1.8 * np.std(
+        degrade(clean, "gaussian25", 0).astype(float) - clean
+    )
+
+
+def test_quantisation_matches_the_png_rule_and_identity_is_exact() -> None:
+    assert quantise(torch.tensor([-0.2, 0.5, 1.4]).reshape(3, 1, 1)).ravel().tolist() == [0, 128, 255]
+    noisy = np.random.default_rng(1).integers(0, 256, (70, 150, 3), dtype=np.uint8)
+    assert np.array_equal(denoise_image(lambda x: x, noisy), noisy)
+
+
+def test_tables_json_and_resume_from_cache(images, weights, tmp_path, monkeypatch) -> None:
+    methods = ["noisy", "nlm", "median_cbm3d", "model_unet", "model_arunet"]
+    if not baselines.bm3d_available():
+        methods.remove("median_cbm3d")
+    results = run(images, weights, tmp_path, methods, settings=("hybrid", "gaussian25"))
+    assert results["count"] == 2
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written == json.loads(json.dumps(results))
+    for setting in ("hybrid", "gaussian25"):
+        rows = written["settings"][setting]["methods"]
+        assert list(rows) == methods
+        assert rows["nlm"]["psnr"] > rows["noisy"]["psnr"]
+        assert 0 < rows["model_unet"]["ssim"] <= 1
+    assert 10 < written["settings"]["gaussian25"]["sigma_eff"] < 27
+    table = (tmp_path / "results.md").read_text()
+    assert "| U-Net |" in table and "gaussian25 (sigma_eff" in table
+    cached = len(list((tmp_path / "cache").rglob("*.json")))
+    assert cached == 2 * 2 * len(methods)
+
+    def must_not_run(*args):
+        raise AssertionError("a cached result was recomputed")
+
+    monkeypatch.setattr(evaluate, "score", must_not_run)
+    assert run(images, weights, tmp_path, methods, settings=("hybrid", "gaussian25")) == results
+
+
+def test_new_weights_invalidate_only_that_model(images, weights, tmp_path, monkeypatch) -> None:
+    run(images, weights, tmp_path, ["noisy", "model_unet", "model_runet"], limit=1)
+    save_weights("model_runet", build_model("model_runet", width=8, depth=2), {"config": {"width": 8, "depth": 2}},
+                 weights)
+    recomputed = []
+    original = evaluate.score
+    monkeypatch.setattr(evaluate, "score", lambda clean, result: recomputed.append(1) or original(clean, result))
+    run(images, weights, tmp_path, ["noisy", "model_unet", "model_runet"], limit=1)
+    assert len(recomputed) == 1
+
+
+def test_missing_bm3d_skips_its_rows(images, weights, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(baselines, "bm3d_available", lambda: False)
+    results = run(images, weights, tmp_path, ["noisy", "cbm3d", "median_cbm3d"], limit=1)
+    assert list(results["settings"]["hybrid"]["methods"]) == ["noisy"]
