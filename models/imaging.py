@@ -67,21 +67,27 @@ class DecodedImage:
         return self.width * self.height / 1e6
 
 
+def format_megapixels(pixels: int) -> str:
+    """A pixel count in MP: one decimal from 1 MP up, two significant digits below."""
+    value = pixels / 1e6
+    return f"{value:.1f} MP" if value >= 1 else f"{value:.2g} MP"
+
+
 def too_large(size: str, max_pixels: int) -> ImageError:
     """The 413 error for an image of ``size`` (e.g. "50000x50000 = 2500.0 MP") over the limit."""
-    return ImageError(413, f"image is {size}; the limit is {max_pixels / 1e6:.1f} MP: downscale or crop it and try again")
+    return ImageError(413, f"image is {size}; the limit is {format_megapixels(max_pixels)}: downscale or crop it and try again")
 
 
 def check_size(width: int, height: int, max_pixels: int) -> None:
     """Refuse (413) an image whose declared size exceeds ``max_pixels``."""
     if width * height > max_pixels:
-        raise too_large(f"{width}x{height} = {width * height / 1e6:.1f} MP", max_pixels)
+        raise too_large(f"{width}x{height} = {format_megapixels(width * height)}", max_pixels)
 
 
 def bomb_error(error: Image.DecompressionBombError, max_pixels: int) -> ImageError:
     """Pillow's own decompression-bomb refusal as the same 413 error (its message gives the pixel count)."""
     pixels = re.search(r"\((\d+) pixels\)", str(error))
-    return too_large(f"{int(pixels.group(1)) / 1e6:.1f} MP" if pixels else "too large to decode", max_pixels)
+    return too_large(format_megapixels(int(pixels.group(1))) if pixels else "too large to decode", max_pixels)
 
 
 def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:

@@ -1,0 +1,218 @@
+"""The TorchServe handler without a server: TorchServe's own ``Context`` and metrics cache, fed
+batches shaped exactly as ``ts.service.Service.retrieve_data_for_inference`` shapes them, and a
+small randomly initialised network traced to TorchScript."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from ts.context import Context, RequestProcessor
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+import handler as handler_module
+from handler import DenoiserHandler, HandlerSettings, upload_bytes
+from models import build_model
+from models.imaging import MAX_PIXELS, decode_image, encode_png
+from models.tiling import TileConfig, count_tiles, denoise_tiled
+
+YAML_CONFIG = {"handler": {"threads": 1, "tile": 32, "overlap": 8, "tile_batch": 4, "max_pixels": 5000}}
+RNG = np.random.default_rng(1)
+
+Request = tuple[dict[str, Any], dict[str, str]]
+
+
+def metrics_cache() -> MetricsCacheYamlImpl:
+    """TorchServe's metrics cache built from its bundled metrics.yaml."""
+    import ts
+
+    cache = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
+    cache.initialize_cache()
+    return cache
+
+
+def make_context(model_dir: Path, yaml_config: dict[str, Any] | None) -> Context:
+    """A worker's context as TorchServe builds it (model dir, manifest, YAML config, metrics)."""
+    manifest = {"model": {"modelName": "model_test", "serializedFile": "model.pt", "handler": "handler.py"}}
+    return Context("model_test", str(model_dir), manifest, 4, None, "0.12.0",
+                   metrics=metrics_cache(), model_yaml_config=yaml_config)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """(handler, context, traced network) for a tiny traced U-Net; restores torch's thread count."""
+    threads = torch.get_num_threads()
+    model_dir = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    net = build_model("model_unet", width=4, depth=2).eval()
+    traced = torch.jit.trace(net, torch.rand(1, 3, 32, 32))
+    traced.save(str(model_dir / "model.pt"))
+    context = make_context(model_dir, YAML_CONFIG)
+    handler = DenoiserHandler()
+    handler.initialize(context)
+    yield handler, context, traced
+    torch.set_num_threads(threads)
+
+
+def image_file(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    """``array`` encoded as an image file."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def raw(body: Any, content_type: str = "") -> Request:
+    """A raw-body request as TorchServe hands it over: one parameter named ``body``."""
+    return {"body": body}, {"body": content_type}
+
+
+def form(*fields: tuple[str, Any, str]) -> Request:
+    """A multipart form: (name, value, part content type; '' for a text field)."""
+    return {name: value for name, value, _ in fields}, {name: kind for name, _, kind in fields}
+
+
+def run_batch(served, requests: list[Request]) -> list[tuple[int, str | None, bytes]]:
+    """Send one batch through ``handle``; (status, content type, body) per request."""
+    handler, context, _ = served
+    processors = []
+    for _, part_types in requests:
+        headers = {name: {"content-type": kind} for name, kind in part_types.items()}
+        headers.update({"Accept": "*/*", "url_path": ""})
+        processors.append(RequestProcessor(headers))
+    context.request_processor = processors
+    context.request_ids = {idx: f"req-{idx}" for idx in range(len(requests))}
+    context.metrics.request_ids = context.request_ids
+    bodies = handler.handle([data for data, _ in requests], context)
+    assert len(bodies) == len(requests)
+    return [(*context.get_response_status(idx)[:1], context.get_response_content_type(idx), body)
+            for idx, body in enumerate(bodies)]
+
+
+def expected_png(served, data: bytes) -> bytes:
+    """What the handler must answer for ``data``: the traced network tiled with the YAML settings."""
+    _, _, traced = served
+    decoded = decode_image(data, max_pixels=5000)
+    config = TileConfig(tile=32, overlap=8, batch_size=4)
+    return encode_png(decoded, denoise_tiled(traced, torch.from_numpy(decoded.pixels), config).numpy())
+
+
+def assert_error(result: tuple[int, str | None, bytes], status: int, words: str) -> None:
+    """``result`` is a JSON error with ``status`` whose message mentions ``words``."""
+    code, content_type, body = result
+    payload = json.loads(body)
+    assert (code, content_type, payload["code"]) == (status, "application/json", status)
+    assert payload["type"] and words in payload["message"]
+
+
+RGB = RNG.integers(0, 256, (37, 45, 3), dtype=np.uint8)
+GRAY = RNG.integers(0, 256, (20, 30), dtype=np.uint8)
+
+
+def test_initialize_reads_the_yaml_settings_and_loads_torchscript(served) -> None:
+    handler, _, _ = served
+    assert handler.initialized and handler.device == torch.device("cpu")
+    assert handler.settings == HandlerSettings(threads=1, tile=32, overlap=8, tile_batch=4, max_pixels=5000)
+    assert handler.tiles == TileConfig(32, 8, 4)
+    assert torch.get_num_threads() == 1
+    assert isinstance(handler.model, torch.jit.ScriptModule)
+
+
+def test_settings_default_to_the_tiling_and_imaging_defaults(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(handler_module.THREADS_ENV, raising=False)
+    settings = HandlerSettings.from_context(make_context(tmp_path, None))
+    assert settings.tiles == TileConfig() and settings.max_pixels == MAX_PIXELS and settings.threads == 0
+    monkeypatch.setenv(handler_module.THREADS_ENV, "3")
+    assert HandlerSettings.from_context(make_context(tmp_path, YAML_CONFIG)).threads == 3
+
+
+def test_a_batch_with_bad_requests_answers_every_request_on_its_own(served) -> None:
+    rgb, gray = image_file(RGB), image_file(GRAY, "JPEG")
+    results = run_batch(served, [
+        raw(rgb, "image/png"),
+        raw(b""),
+        raw(b"definitely not an image"),
+        raw(image_file(np.zeros((80, 80, 3), np.uint8))),
+        form(("file", gray, "image/jpeg")),
+        form(("name", b"holiday", ""), ("comment", b"no file here", "")),
+        raw({"image": "base64..."}, "application/json"),
+        raw(rgb[: len(rgb) // 2]),
+    ])
+    assert results[0] == (200, "image/png", expected_png(served, rgb))
+    assert_error(results[1], 400, "empty")
+    assert_error(results[2], 415, "not an image")
+    assert_error(results[3], 413, "80x80 = 0.0064 MP; the limit is 0.005 MP")
+    assert results[4] == (200, "image/png", expected_png(served, gray))
+    assert Image.open(io.BytesIO(results[4][2])).mode == "L"
+    assert_error(results[5], 400, "comment, name")
+    assert_error(results[6], 415, "JSON")
+    assert_error(results[7], 400, "truncated")
+
+
+def test_good_answers_do_not_depend_on_their_batch(served) -> None:
+    rgb = image_file(RGB)
+    alone = run_batch(served, [raw(rgb)])
+    mixed = run_batch(served, [raw(b"junk"), raw(rgb), raw(b"")])
+    assert alone[0] == mixed[1] == (200, "image/png", expected_png(served, rgb))
+
+
+@pytest.mark.parametrize("fields", [
+    [("data", "PNG", "application/octet-stream")],
+    [("image", "PNG", "image/png")],
+    [("file", "PNG", "")],
+    [("caption", b"text first", ""), ("upload", "PNG", "application/octet-stream")],
+], ids=["data", "image", "file-without-type", "any-file-field"])
+def test_multipart_uploads_are_found(served, fields) -> None:
+    rgb = image_file(RGB)
+    request = form(*[(name, rgb if value == "PNG" else value, kind) for name, value, kind in fields])
+    assert run_batch(served, [request]) == [(200, "image/png", expected_png(served, rgb))]
+
+
+def test_output_keeps_size_mode_and_alpha(served) -> None:
+    alpha = RNG.integers(0, 256, (37, 45), dtype=np.uint8)
+    (status, _, body), = run_batch(served, [raw(image_file(np.dstack([RGB, alpha])))])
+    output = Image.open(io.BytesIO(body))
+    assert status == 200 and output.format == "PNG" and output.mode == "RGBA" and output.size == (45, 37)
+    np.testing.assert_array_equal(np.asarray(output)[..., 3], alpha)
+
+
+def test_custom_metrics_are_emitted_per_good_request(served, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    run_batch(served, [raw(image_file(RGB)), raw(b"junk"), raw(image_file(GRAY))])
+    lines = [record.getMessage() for record in caplog.records if "[METRICS]" in record.getMessage()]
+
+    def values(name: str) -> dict[str, float]:
+        found = (re.match(rf"\[METRICS\]{name}\.\w+:([\d.]+)\|.*,(req-\d+)$", line) for line in lines)
+        return {match.group(2): float(match.group(1)) for match in found if match}
+
+    assert values("InputMegapixels") == {"req-0": round(37 * 45 / 1e6, 3), "req-2": round(20 * 30 / 1e6, 3)}
+    config = TileConfig(32, 8, 4)
+    assert values("TilesProcessed") == {"req-0": count_tiles(37, 45, config), "req-2": count_tiles(20, 30, config)}
+    assert set(values("DenoiseTime")) == {"req-0", "req-2"} and min(values("DenoiseTime").values()) > 0
+
+
+def test_a_failure_inside_the_handler_is_a_500_for_that_request_only(served, monkeypatch) -> None:
+    handler, _, _ = served
+    denoise = handler.denoise
+
+    def fail_on_gray(decoded):
+        if decoded.gray:
+            raise RuntimeError("simulated failure")
+        return denoise(decoded)
+
+    monkeypatch.setattr(handler, "denoise", fail_on_gray)
+    results = run_batch(served, [raw(image_file(GRAY)), raw(image_file(RGB))])
+    assert_error(results[0], 500, "failed")
+    assert results[1][:2] == (200, "image/png")
+
+
+def test_upload_bytes_accepts_bytearray_and_text_decoded_bodies() -> None:
+    assert upload_bytes({"body": bytearray(b"abc")}, {}) == b"abc"
+    assert upload_bytes({"body": "abc"}, {}) == b"abc"
+    assert upload_bytes({"x": b"text", "y": b"file"}, {"x": "", "y": "image/png"}) == b"file"
