@@ -125,36 +125,36 @@ def apply_orientation(image: Image.Image) -> Image.Image:
         return image
 
 
-def sixteen_bit_gray(image: Image.Image) -> np.ndarray:
-    """The HxW values of a 16-bit, 32-bit integer or float grayscale image, scaled to [0, 1]."""
+def sixteen_bit_gray(image: Image.Image) -> tuple[np.ndarray, int]:
+    """(HxW values, their full-scale value) of a 16-bit, 32-bit integer or float grayscale image."""
     values = np.asarray(image)
     if image.mode == "F":
         if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
             raise ImageError(415, "floating-point images must hold values in [0, 1]: convert it to 8 or 16 bit")
-        return values.astype(np.float32)
+        return values, 1
     if values.size and (values.min() < 0 or values.max() > SIXTEEN_BIT):
         raise ImageError(415, "32-bit integer images must hold values in 0..65535: convert it to 16 bit")
-    return values.astype(np.float32) / SIXTEEN_BIT
+    return values, SIXTEEN_BIT
 
 
-def split_modes(image: Image.Image) -> tuple[np.ndarray, bool, bool, np.ndarray | None]:
-    """(HxW or HxWx3 float32 in [0, 1], gray?, 16 bit?, alpha or None) for any supported mode."""
+def split_modes(image: Image.Image) -> tuple[np.ndarray, int, bool, bool, np.ndarray | None]:
+    """(HxW or HxWx3 values, full scale, gray?, 16 bit?, alpha or None) for any supported mode."""
     mode = image.mode
     if mode == "P":
         mode = "PA" if "transparency" in image.info else "RGB"
         image = image.convert("RGBA" if mode == "PA" else "RGB")
     if mode in SIXTEEN_BIT_MODES:
-        return sixteen_bit_gray(image), True, True, None
+        values, scale = sixteen_bit_gray(image)
+        return values, scale, True, True, None
     if mode in GRAY_MODES:
         la = np.asarray(image.convert("LA"))
         alpha = la[..., 1].copy() if mode == "LA" else None
-        return la[..., 0].astype(np.float32) / EIGHT_BIT, True, False, alpha
+        return la[..., 0], EIGHT_BIT, True, False, alpha
     if mode in ALPHA_COLOUR_MODES:
         rgba = np.asarray(image.convert("RGBA"))
-        return rgba[..., :3].astype(np.float32) / EIGHT_BIT, False, False, rgba[..., 3].copy()
+        return rgba[..., :3], EIGHT_BIT, False, False, rgba[..., 3].copy()
     if mode in COLOUR_MODES:
-        rgb = np.asarray(image.convert("RGB"))
-        return rgb.astype(np.float32) / EIGHT_BIT, False, False, None
+        return np.asarray(image.convert("RGB")), EIGHT_BIT, False, False, None
     raise ImageError(415, f"unsupported image mode {mode}: save the image as 8-bit RGB, RGBA or grayscale")
 
 
@@ -162,10 +162,14 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Decode image file bytes into network input and re-encoding information."""
     image = open_image(data, max_pixels)
     source_format, source_mode = image.format or "unknown", image.mode
-    values, gray, sixteen_bit, alpha = split_modes(apply_orientation(image))
-    channels = np.repeat(values[None], 3, axis=0) if gray else values.transpose(2, 0, 1)
+    values, scale, gray, sixteen_bit, alpha = split_modes(apply_orientation(image))
+    del image
+    pixels = np.empty((3, *values.shape[:2]), dtype=np.float32)
+    pixels[...] = values[None] if gray else values.transpose(2, 0, 1)
+    del values
+    pixels /= scale
     return DecodedImage(
-        pixels=np.ascontiguousarray(channels, dtype=np.float32),
+        pixels=pixels,
         gray=gray,
         sixteen_bit=sixteen_bit,
         alpha=alpha,
@@ -175,9 +179,11 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
 
 
 def quantise(values: np.ndarray, peak: int) -> np.ndarray:
-    """``round(clamp(x, 0, 1) * peak)`` as an integer array fitting ``peak``."""
-    dtype = np.uint16 if peak > EIGHT_BIT else np.uint8
-    return np.rint(np.clip(values, 0.0, 1.0) * peak).astype(dtype)
+    """``round(clamp(x, 0, 1) * peak)`` as an integer array fitting ``peak`` (one float temporary)."""
+    scaled = np.clip(values, 0.0, 1.0, dtype=np.float32)
+    scaled *= peak
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint16 if peak > EIGHT_BIT else np.uint8)
 
 
 def encode_png(decoded: DecodedImage, output: np.ndarray) -> bytes:

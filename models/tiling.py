@@ -52,7 +52,7 @@ def pad_reflect(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -
     """Reflect-pad the last two dimensions by any amount (repeating the reflection as needed)."""
     rows = reflect_indices(x.shape[-2], top, bottom).to(x.device)
     cols = reflect_indices(x.shape[-1], left, right).to(x.device)
-    return x.index_select(-2, rows).index_select(-1, cols)
+    return x[..., rows[:, None], cols[None, :]]
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
