@@ -27,7 +27,13 @@ THREADS_ENV = "DENOISER_THREADS"
 UPLOAD_FIELDS = ("data", "body", "file", "image")
 PNG = "image/png"
 JSON = "application/json"
-REASONS = {400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error"}
+REASONS = {
+    400: "Bad Request",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    507: "Insufficient Storage",
+}
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,9 @@ class DenoiserHandler(BaseHandler):
             except ImageError as error:
                 logger.info("request %d refused (%d): %s", idx, error.status, error.message)
                 responses.append(self.failure(idx, context, error.status, error.message))
+            except MemoryError:
+                logger.exception("request %d ran out of memory", idx)
+                responses.append(self.failure(idx, context, 507, "not enough memory for this image: send a smaller one"))
             except Exception:  # noqa: BLE001 - one broken request must not fail its batch
                 logger.exception("request %d failed", idx)
                 responses.append(self.failure(idx, context, 500, "the denoiser failed on this image"))

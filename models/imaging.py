@@ -7,7 +7,9 @@ the client back an image of the same size and kind:
 * grayscale in (modes 1, L, LA, I;16*, I, F) -> grayscale PNG out (mean of the 3 output channels);
 * 16-bit grayscale in (I;16, I;16B, I;16L, I with values in 0..65535, F in [0, 1]) -> 16-bit PNG out;
 * colour in (RGB, RGBA, P/PA palettes, CMYK, YCbCr, ...) -> 8-bit RGB PNG out;
-* an alpha channel (LA, RGBA, PA, palettes with transparency) is carried through unchanged.
+* an alpha channel (LA, RGBA, PA, palettes with transparency) is carried through unchanged;
+* an embedded ICC colour profile is copied to the PNG (not for CMYK/YCbCr sources, whose
+  profile would no longer describe the converted RGB pixels); other metadata is dropped.
 
 Multi-frame files (animated GIF/WebP/PNG, multi-page TIFF) are denoised from their first frame
 only. EXIF orientation is applied (a corrupt EXIF block is ignored). Every failure is an
@@ -28,6 +30,8 @@ SIXTEEN_BIT = 65535
 GRAY_MODES = frozenset({"1", "L", "LA"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 COLOUR_MODES = frozenset({"RGB", "RGBX", "CMYK", "YCbCr", "HSV"})
+# Modes whose colour profile (if any) still describes the pixels after conversion to RGB/gray.
+PROFILE_KEEPING_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa"}) | SIXTEEN_BIT_MODES
 ALPHA_COLOUR_MODES = frozenset({"RGBA", "RGBa", "PA"})
 
 
@@ -50,6 +54,7 @@ class DecodedImage:
     alpha: np.ndarray | None
     source_format: str
     source_mode: str
+    icc_profile: bytes | None = None
 
     @property
     def width(self) -> int:
@@ -162,6 +167,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Decode image file bytes into network input and re-encoding information."""
     image = open_image(data, max_pixels)
     source_format, source_mode = image.format or "unknown", image.mode
+    icc_profile = image.info.get("icc_profile") if source_mode in PROFILE_KEEPING_MODES else None
     values, scale, gray, sixteen_bit, alpha = split_modes(apply_orientation(image))
     del image
     pixels = np.empty((3, *values.shape[:2]), dtype=np.float32)
@@ -175,6 +181,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
         alpha=alpha,
         source_format=source_format,
         source_mode=source_mode,
+        icc_profile=icc_profile or None,
     )
 
 
@@ -206,5 +213,6 @@ def encode_png(decoded: DecodedImage, output: np.ndarray) -> bytes:
         else:
             image = Image.fromarray(rgb)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    profile = {"icc_profile": decoded.icc_profile} if decoded.icc_profile else {}
+    image.save(buffer, format="PNG", compress_level=1, **profile)
     return buffer.getvalue()

@@ -212,6 +212,21 @@ def test_a_failure_inside_the_handler_is_a_500_for_that_request_only(served, mon
     assert results[1][:2] == (200, "image/png")
 
 
+def test_running_out_of_memory_is_a_507_for_that_request_only(served, monkeypatch) -> None:
+    handler, _, _ = served
+    denoise = handler.denoise
+
+    def exhaust_on_gray(decoded):
+        if decoded.gray:
+            raise MemoryError
+        return denoise(decoded)
+
+    monkeypatch.setattr(handler, "denoise", exhaust_on_gray)
+    results = run_batch(served, [raw(image_file(RGB)), raw(image_file(GRAY))])
+    assert results[0][:2] == (200, "image/png")
+    assert_error(results[1], 507, "memory")
+
+
 def test_upload_bytes_accepts_bytearray_and_text_decoded_bodies() -> None:
     assert upload_bytes({"body": bytearray(b"abc")}, {}) == b"abc"
     assert upload_bytes({"body": "abc"}, {}) == b"abc"

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from models.imaging import ImageError, decode_image, encode_png
 
@@ -112,6 +112,15 @@ def test_alpha_passes_through_a_changed_image_unchanged() -> None:
     output = np.asarray(Image.open(io.BytesIO(encode_png(decoded, 1.0 - decoded.pixels))))
     np.testing.assert_array_equal(output[..., 3], ALPHA)
     np.testing.assert_array_equal(output[..., :3], 255 - RGB)
+
+
+def test_icc_profile_is_kept_for_rgb_and_dropped_for_cmyk() -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = decode_image(file_bytes(Image.fromarray(RGB), "PNG", icc_profile=srgb))
+    assert Image.open(io.BytesIO(encode_png(rgb, rgb.pixels))).info["icc_profile"] == srgb
+    cmyk = decode_image(file_bytes(Image.fromarray(RGB).convert("CMYK"), "JPEG", icc_profile=srgb))
+    assert cmyk.icc_profile is None
+    assert "icc_profile" not in Image.open(io.BytesIO(encode_png(cmyk, cmyk.pixels))).info
 
 
 def test_gray_output_is_the_channel_mean_and_rounds_after_clamping() -> None:
