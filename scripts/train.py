@@ -2,6 +2,7 @@
 
     python -m scripts.train --model model_unet --minutes 60          # a time budget
     python -m scripts.train --model model_unet --minutes 90 --resume # extend it later
+    python -m scripts.train --model model_unet --minutes 60 --init models/weights  # fine-tune
 
 An "epoch" is ``--epoch-patches`` training patches followed by validation, so CPU runs
 report and checkpoint regularly. The learning rate follows a cosine schedule over the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import signal
@@ -22,10 +24,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models import MODELS, WEIGHTS_DIR, build_model, save_weights
+from models import MODELS, WEIGHTS_DIR, build_model, save_weights, weight_paths
 
 from .dataset import PatchPairs, read_meta
 
@@ -53,9 +56,11 @@ class TrainConfig:
     threads: int | None = None
     seed: int = 0
     resume: bool = False
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         self.data, self.weights_dir = Path(self.data), Path(self.weights_dir)
+        self.init = Path(self.init) if self.init else None
         self.run_dir = Path(self.run_dir) if self.run_dir else REPO / "runs" / self.model
 
 
@@ -131,15 +136,17 @@ def train(cfg: TrainConfig) -> dict:
     val_loader = DataLoader(val_set, batch_size=32)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path, log_path = cfg.run_dir / "last.pt", cfg.run_dir / "log.csv"
-    state = {"epoch": 0, "step": 0, "patches": 0, "elapsed": 0.0, "best_psnr": -math.inf}
+    state = {"epoch": 0, "step": 0, "patches": 0, "elapsed": 0.0, "best_psnr": -math.inf, "warm_start": {}}
     if cfg.resume and checkpoint_path.exists():
         saved = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         state = saved["state"]
-    elif log_path.exists():
-        log_path.unlink()
+    else:
+        log_path.unlink(missing_ok=True)
+        if cfg.init is not None:
+            state["warm_start"] = warm_start(model, cfg.model, cfg.init)
     _, noisy_psnr = validate(torch.nn.Identity(), val_loader, loss_fn, device)
     total_steps = cfg.epochs * (cfg.epoch_patches // cfg.batch)
     stop = StopFlag()
@@ -201,12 +208,23 @@ def train(cfg: TrainConfig) -> dict:
                     "crop": cfg.crop, "batch": cfg.batch, "loss": cfg.loss, "lr": cfg.lr,
                     "train_pairs": len(train_set), "val_pairs": len(val_set),
                     "sigma_eff_val": round(read_meta(cfg.data / "val").get("sigma_eff", float("nan")), 2),
+                    **({"warm_start": state["warm_start"]} if state.get("warm_start") else {}),
                 },
             }
             save_weights(cfg.model, model, summary, cfg.weights_dir)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "rng": torch.get_rng_state(), "state": state}, checkpoint_path)
     return summary
+
+
+def warm_start(model: torch.nn.Module, name: str, weights_dir: Path) -> dict:
+    """Load ``name``'s saved weights from ``weights_dir`` into ``model``; returns their training summary.
+
+    The architecture configuration must match: ``load_state_dict`` refuses tensors of another shape.
+    """
+    tensors_path, info_path = weight_paths(name, weights_dir)
+    model.load_state_dict(load_file(str(tensors_path)))
+    return json.loads(info_path.read_text()).get("training", {})
 
 
 def device_name(device: torch.device) -> str:
@@ -230,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("lr", "weight_decay", "minutes"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(TrainConfig, name))
     parser.add_argument("--loss", choices=sorted(LOSSES), default=TrainConfig.loss)
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
+    parser.add_argument("--init", type=Path, help="start from the weights saved in this folder (fine-tuning)")
     args = vars(parser.parse_args(argv))
     arch = {k: args.pop(k) for k in ("width", "depth") if args[k] is not None}
     args.pop("width", None), args.pop("depth", None)
