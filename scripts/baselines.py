@@ -29,9 +29,9 @@ VAL_DIR = REPO.parent / "shared" / "corpus" / "val"
 # validation images (seed 1, not the evaluation seed; grids in the README's results section).
 # Factors scale the oracle sigma, so gaussian50 reuses the factors tuned on gaussian25.
 FACTORS: dict[str, dict[str, float]] = {
-    "nlm": {"hybrid": 0.8, "gaussian25": 0.8, "gaussian50": 0.8},
-    "cbm3d": {"hybrid": 1.5, "gaussian25": 1.0, "gaussian50": 1.0},
-    "median_cbm3d": {"hybrid": 0.8, "gaussian25": 0.8, "gaussian50": 0.8},
+    "nlm": {"hybrid": 0.8, "gaussian25": 0.6, "gaussian50": 0.6},
+    "cbm3d": {"hybrid": 2.0, "gaussian25": 1.0, "gaussian50": 1.0},
+    "median_cbm3d": {"hybrid": 1.2, "gaussian25": 0.8, "gaussian50": 0.8},
 }
 
 Denoiser = Callable[[np.ndarray, float, float], np.ndarray]
