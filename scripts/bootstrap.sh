@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what serving and the offline tools need, once: a Java runtime for TorchServe's
+# frontend (Debian/Ubuntu's headless JRE through apt-get when `java` is missing) and the
+# virtual environment .venv with requirements.txt (torch CPU build, TorchServe, PyYAML...).
+# Idempotent: the venv is reinstalled only when requirements.txt changes.
+# Sourced by scripts/serve.sh and scripts/test.sh; PYTHON (default python3) makes the venv.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+STAMP="$VENV/.requirements.sha256"
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+if ! java -version >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "Installing a Java runtime for TorchServe (openjdk headless JRE)..."
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless
+    else
+        echo "TorchServe needs a Java runtime (11 or newer): install one and put 'java' on PATH." >&2
+        exit 1
+    fi
+fi
+
+wanted="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "$wanted" ]]; then
+    echo "Installing the Python environment in $VENV (requirements.txt)..."
+    "${PYTHON:-python3}" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+    echo "$wanted" > "$STAMP"
+fi
