@@ -1,0 +1,283 @@
+"""Build the project's Dockerfile with podman, run the image like a Space would and check it.
+
+No Docker engine and no registry are needed: the base image is either pulled
+(``--base-image``, e.g. on CI) or made with ``debootstrap --variant=minbase bookworm``
+plus Python 3.11 and imported into podman, cached under the cache folder by a hash of
+how it is made. Podman's configuration and storage live in that cache folder too.
+
+Usage: python -m scripts.container_test [--base-image IMAGE] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-podman"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+CONTAINER_CA_BUNDLE = "/etc/pip-host-ca.pem"
+CONTAINER_WHEELS = "/wheels"
+CONTAINER_UID = 1000
+MANAGEMENT_PORT = 8081
+
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+runroot = "{cache}/run"
+graphroot = "{cache}/storage"
+"""
+DEBOOTSTRAP_SUITE = "bookworm"
+DEBOOTSTRAP_MIRROR = "http://deb.debian.org/debian"
+DEBOOTSTRAP_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
+
+
+@dataclass(frozen=True)
+class ContainerTestConfig:
+    """Everything the container test can be told; defaults suit this project's machines."""
+
+    cache_dir: Path = DEFAULT_CACHE
+    base_image: str | None = os.environ.get("DENOISER_CONTAINER_BASE") or None
+    tag: str = "localhost/denoiser-server:test"
+    wheel_dir: Path | None = Path(os.environ["PIP_FIND_LINKS"]) if os.environ.get("PIP_FIND_LINKS") else None
+    ca_bundle: Path | None = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
+    extra_index_url: str = os.environ.get("PIP_EXTRA_INDEX_URL", "https://pypi.org/simple").split()[0]
+    ready_timeout_s: float = 600.0
+    keep: bool = False
+
+
+@dataclass
+class StepTimer:
+    """Wall-clock seconds per named step, in order."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time the enclosed block and record it under ``name``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[name] = round(time.perf_counter() - start, 1)
+
+
+def podman_env(cache_dir: Path) -> dict[str, str]:
+    """Write podman's containers.conf and storage.conf under cache_dir; return an environment using them."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    containers_conf = cache_dir / "containers.conf"
+    storage_conf = cache_dir / "storage.conf"
+    containers_conf.write_text(CONTAINERS_CONF)
+    storage_conf.write_text(STORAGE_CONF.format(cache=cache_dir))
+    return {**os.environ, "CONTAINERS_CONF": str(containers_conf), "CONTAINERS_STORAGE_CONF": str(storage_conf)}
+
+
+def podman(env: dict[str, str], *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one podman command and capture its output; raise with its stderr when check fails."""
+    result = subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"podman {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+
+def unavailable_reason(config: ContainerTestConfig) -> str | None:
+    """Why podman cannot run containers here, or None when it can."""
+    if shutil.which("podman") is None:
+        return "podman is not installed (scripts/install_test_tools.sh installs it on Debian/Ubuntu)"
+    if config.base_image is None and (shutil.which("debootstrap") is None or os.geteuid() != 0):
+        return "no base image: set DENOISER_CONTAINER_BASE to a pullable image, or run as root with debootstrap"
+    try:
+        result = podman(podman_env(config.cache_dir), "info", "--format", "{{.Host.OCIRuntime.Name}}", check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"podman info failed: {exc}"
+    if result.returncode != 0:
+        return f"podman info failed: {result.stderr.strip()[-500:]}"
+    return None
+
+
+def base_image_recipe() -> str:
+    """A text that changes whenever the bootstrapped base image would be made differently."""
+    return json.dumps({"suite": DEBOOTSTRAP_SUITE, "mirror": DEBOOTSTRAP_MIRROR, "packages": DEBOOTSTRAP_PACKAGES, "variant": "minbase"})
+
+
+def ensure_base_image(env: dict[str, str], cache_dir: Path) -> str:
+    """Return a local base image name, importing the cached root-fs tarball or debootstrapping it first."""
+    key = hashlib.sha256(base_image_recipe().encode()).hexdigest()[:12]
+    name = f"localhost/denoiser-base:{key}"
+    if podman(env, "image", "exists", name, check=False).returncode == 0:
+        return name
+    tarball = cache_dir / f"base-{key}.tar"
+    if not tarball.is_file():
+        with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
+                 DEBOOTSTRAP_SUITE, str(rootfs), DEBOOTSTRAP_MIRROR],
+                check=True, capture_output=True, timeout=1800,
+            )
+            shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+            partial = tarball.with_suffix(".partial")
+            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True, timeout=600)
+            partial.rename(tarball)
+    podman(env, "import", "--change", 'CMD ["/bin/bash"]', str(tarball), name, timeout=600)
+    return name
+
+
+def build_image(env: dict[str, str], config: ContainerTestConfig, base_image: str) -> None:
+    """Build the project's real Dockerfile on base_image, with the host CA bundle and wheel folder mounted."""
+    args = ["build", "--layers", "--format", "docker", "-f", str(ROOT / "Dockerfile"), "-t", config.tag,
+            "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"PIP_EXTRA_INDEX_URL={config.extra_index_url}"]
+    if config.ca_bundle is not None:
+        args += ["-v", f"{config.ca_bundle}:{CONTAINER_CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={CONTAINER_CA_BUNDLE}"]
+    if config.wheel_dir is not None and config.wheel_dir.is_dir():
+        args += ["-v", f"{config.wheel_dir}:{CONTAINER_WHEELS}:ro", "--build-arg", f"PIP_FIND_LINKS={CONTAINER_WHEELS}"]
+    podman(env, *args, str(ROOT), timeout=3600)
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, timeout_s: float) -> None:
+    """Poll url/ping until TorchServe answers Healthy, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                if json.load(response).get("status") == "Healthy":
+                    return
+        except OSError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"{url}/ping not healthy after {timeout_s:.0f} s")
+
+
+def process_uids(env: dict[str, str], container: str) -> list[tuple[str, int]]:
+    """(command name, real uid) of every process in the container, read from /proc inside it."""
+    script = (
+        "import os\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try: status = open(f'/proc/{pid}/status').read().splitlines()\n"
+        "    except OSError: continue\n"
+        "    fields = dict(line.split(':', 1) for line in status if ':' in line)\n"
+        "    print(fields['Name'].strip(), fields['Uid'].split()[0])\n"
+    )
+    out = podman(env, "exec", container, "python3", "-c", script).stdout
+    return [(name, int(uid)) for name, uid in (line.rsplit(maxsplit=1) for line in out.splitlines())]
+
+
+def listening_addresses(env: dict[str, str], container: str, port: int) -> set[str]:
+    """IPv4/IPv6 addresses the container listens on for port (from /proc/net/tcp*)."""
+    out = podman(env, "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout
+    addresses = set()
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 3 and ":" in parts[1] and parts[3] == "0A":  # 0A: LISTEN
+            address, hex_port = parts[1].rsplit(":", 1)
+            if int(hex_port, 16) == port:
+                addresses.add(address)
+    return addresses
+
+
+def container_ip(env: dict[str, str], container: str) -> str | None:
+    """The container's address on podman's network, or None (e.g. rootless slirp4netns)."""
+    out = podman(env, "inspect", "--format", "{{.NetworkSettings.IPAddress}}", container).stdout.strip()
+    return out or None
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port succeeds within 3 seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def check_container(env: dict[str, str], container: str, url: str) -> None:
+    """Run api-test.py against the container; check uid 1000 and that management is loopback-only."""
+    subprocess.run([sys.executable, str(ROOT / "api-test.py"), "--url", url], check=True, timeout=900, cwd=ROOT)
+    processes = process_uids(env, container)
+    names = {name for name, _ in processes}
+    assert "java" in names and any(name.startswith("python") for name in names), f"TorchServe not running: {processes}"
+    assert {uid for _, uid in processes} == {CONTAINER_UID}, f"every process must run as uid {CONTAINER_UID}: {processes}"
+    loopback = {"0100007F", "00000000000000000000000001000000"}
+    listening = listening_addresses(env, container, MANAGEMENT_PORT)
+    assert listening and listening <= loopback, f"management API must listen on loopback only: {listening}"
+    ip = container_ip(env, container)
+    if ip is not None:
+        assert port_open(ip, 8080), f"inference port not reachable at {ip}:8080 (network check is invalid)"
+        assert not port_open(ip, MANAGEMENT_PORT), f"management API reachable from outside at {ip}:{MANAGEMENT_PORT}"
+
+
+def run_container_test(config: ContainerTestConfig) -> dict[str, float]:
+    """Build, run and check the image; always remove container and image unless keep. Returns step timings."""
+    env = podman_env(config.cache_dir)
+    timer = StepTimer()
+    container = f"denoiser-test-{os.getpid()}"
+    port = free_port()
+    try:
+        with timer.step("base_image"):
+            base = config.base_image or ensure_base_image(env, config.cache_dir)
+        with timer.step("build"):
+            build_image(env, config, base)
+        with timer.step("start_until_healthy"):
+            podman(env, "run", "-d", "--init", "--name", container, "-p", f"127.0.0.1:{port}:8080", config.tag)
+            wait_until_ready(f"http://127.0.0.1:{port}", config.ready_timeout_s)
+        with timer.step("checks"):
+            check_container(env, container, f"http://127.0.0.1:{port}")
+    except Exception:
+        logs = podman(env, "logs", "--tail", "80", container, check=False)
+        print(logs.stdout[-6000:], logs.stderr[-6000:], file=sys.stderr)
+        raise
+    finally:
+        if not config.keep:
+            with timer.step("cleanup"):
+                podman(env, "rm", "-f", "-t", "5", container, check=False)
+                podman(env, "rmi", "-f", config.tag, check=False)
+    return timer.steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run the container test and print the timing of each step as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base-image", help="pullable base image instead of the debootstrapped one")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--keep", action="store_true", help="keep the container and image for inspection")
+    args = parser.parse_args(argv)
+    config = ContainerTestConfig(cache_dir=args.cache_dir, base_image=args.base_image or ContainerTestConfig.base_image, keep=args.keep)
+    reason = unavailable_reason(config)
+    if reason:
+        print(f"container test cannot run: {reason}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    steps = run_container_test(config)
+    print(json.dumps({**steps, "total": round(time.perf_counter() - start, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

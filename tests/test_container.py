@@ -1,0 +1,18 @@
+"""Build the real Dockerfile with podman, run it like the Space does and check it (scripts/container_test.py)."""
+from __future__ import annotations
+
+import pytest
+
+from scripts.container_test import ContainerTestConfig, run_container_test, unavailable_reason
+
+CONFIG = ContainerTestConfig()
+
+
+@pytest.mark.timeout(3600)
+def test_image_builds_serves_and_is_locked_down() -> None:
+    """The image builds, serves the API test as uid 1000, and keeps management unreachable."""
+    reason = unavailable_reason(CONFIG)
+    if reason:
+        pytest.skip(f"podman cannot run containers here: {reason}")
+    steps = run_container_test(CONFIG)
+    print(f"container test steps (s): {steps}")
