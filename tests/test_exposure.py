@@ -1,0 +1,114 @@
+"""What the service exposes: loopback-only management/metrics, no remote model registration,
+no unpickling of anything a user can send, and enforced size limits.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+import psutil
+import requests
+
+from models.imaging import MAX_PIXELS
+from scripts.server import REPO
+
+CODE_DIRS = ("models", "scripts", "tests")
+CODE_FILES = ("handler.py",)
+# (pattern, why it is unsafe). torch.load is only safe with weights_only=True.
+UNSAFE_CODE = (
+    (r"\bimport\s+(c?pickle|dill|cloudpickle|marshal|shelve)\b", "a pickle-family module is imported"),
+    (r"\bfrom\s+(c?pickle|dill|cloudpickle|marshal|shelve)\s+import\b", "a pickle-family module is imported"),
+    (r"\bpickle\.loads?\(", "pickle.load unpickles arbitrary objects"),
+    (r"\btorch\.load\((?![^)]*weights_only\s*=\s*True)", "torch.load without weights_only=True unpickles"),
+    (r"allow_pickle\s*=\s*True", "numpy.load with allow_pickle=True unpickles"),
+    (r"\bjoblib\.load\(", "joblib.load unpickles"),
+    (r"\byaml\.(unsafe_)?load\((?![^)]*SafeLoader)", "yaml.load without SafeLoader builds arbitrary objects"),
+    (r"(?<![\w.])eval\(", "eval runs arbitrary code"),
+)
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def properties() -> dict[str, str]:
+    """The repository's ``config.properties`` as a dictionary."""
+    entries = {}
+    for line in (REPO / "config.properties").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            entries[key.strip()] = value.strip()
+    return entries
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(host, port) of every TCP socket listening in the process tree rooted at ``pid``."""
+    root = psutil.Process(pid)
+    found = set()
+    for process in [root, *root.children(recursive=True)]:
+        for connection in process.net_connections(kind="tcp"):
+            if connection.status == psutil.CONN_LISTEN:
+                found.add((connection.laddr.ip, connection.laddr.port))
+    return found
+
+
+def test_deployment_config_keeps_management_metrics_and_grpc_on_loopback() -> None:
+    config = properties()
+    for key in ("management_address", "metrics_address"):
+        assert urlparse(config[key]).hostname == "127.0.0.1", key
+    for key in ("grpc_inference_address", "grpc_management_address"):
+        assert config.get(key) == "127.0.0.1", key
+    assert config.get("enable_model_api", "false") == "false"
+
+
+def test_every_listening_socket_of_the_server_is_on_loopback(server: Any) -> None:
+    addresses = listening_addresses(server.process.pid)
+    ports = {urlparse(url).port for url in (server.inference_url, server.management_url, server.metrics_url)}
+    assert ports <= {port for _, port in addresses}, addresses
+    assert {host for host, _ in addresses} <= LOOPBACK, addresses
+
+
+def test_registering_a_model_from_a_url_is_refused(server: Any) -> None:
+    for url in ("https://example.com/evil.mar", "file:///etc/passwd", "http://127.0.0.1:9/evil.mar"):
+        response = requests.post(f"{server.management_url}/models", params={"url": url}, timeout=60)
+        assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+        assert response.json().get("message")
+    listed = requests.get(f"{server.management_url}/models", timeout=60).json()["models"]
+    assert {entry["modelName"] for entry in listed} == {"model_unet", "model_runet", "model_arunet"}
+
+
+def test_models_cannot_be_unregistered_over_the_management_api(server: Any) -> None:
+    response = requests.delete(f"{server.management_url}/models/model_unet", timeout=60)
+    assert 400 <= response.status_code < 500, response.text
+    assert requests.get(f"{server.management_url}/models/model_unet", timeout=60).status_code == 200
+
+
+def test_no_code_path_unpickles_user_supplied_bytes() -> None:
+    files = [REPO / name for name in CODE_FILES]
+    files += [path for folder in CODE_DIRS for path in sorted((REPO / folder).rglob("*.py"))]
+    findings = []
+    for path in files:
+        if path.name == "test_exposure.py":
+            continue
+        text = path.read_text()
+        for pattern, why in UNSAFE_CODE:
+            for match in re.finditer(pattern, text):
+                line = text.count("\n", 0, match.start()) + 1
+                findings.append(f"{path.relative_to(REPO)}:{line}: {why}")
+    assert not findings, "\n".join(findings)
+    assert "load_file" in (REPO / "models" / "registry.py").read_text(), "weights must load with safetensors"
+
+
+def test_size_limits_are_set_and_consistent() -> None:
+    config = properties()
+    request_limit, response_limit = int(config["max_request_size"]), int(config["max_response_size"])
+    assert 0 < request_limit <= 256 * 1024 * 1024
+    # The largest accepted image, 8-bit RGBA that does not compress, must fit in one response.
+    worst_png = 4 * MAX_PIXELS + 64 * 1024
+    assert response_limit >= worst_png, f"max_response_size {response_limit} < worst-case PNG {worst_png}"
+
+
+def test_a_body_over_the_request_limit_gets_413(server: Any) -> None:
+    limit = int(properties()["max_request_size"])
+    response = requests.post(
+        f"{server.inference_url}/predictions/model_unet", data=b"\0" * (limit + 1), timeout=120
+    )
+    assert response.status_code == 413
