@@ -11,19 +11,18 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-from models.imaging import MAX_PIXELS, DecodedImage, ImageError, decode_image, encode_png
+from models.imaging import DecodedImage, ImageError, decode_image, encode_png
+from models.settings import HandlerSettings
 from models.tiling import TileConfig, count_tiles, denoise_tiled
 
 logger = logging.getLogger(__name__)
 
-THREADS_ENV = "DENOISER_THREADS"
 UPLOAD_FIELDS = ("data", "body", "file", "image")
 PNG = "image/png"
 JSON = "application/json"
@@ -34,32 +33,6 @@ REASONS = {
     500: "Internal Server Error",
     507: "Insufficient Storage",
 }
-
-
-@dataclass(frozen=True)
-class HandlerSettings:
-    """The ``handler:`` section of ``model-config.yaml``; every key is optional."""
-
-    threads: int = 0
-    tile: int = TileConfig.tile
-    overlap: int = TileConfig.overlap
-    tile_batch: int = TileConfig.batch_size
-    max_pixels: int = MAX_PIXELS
-
-    @classmethod
-    def from_context(cls, context: Any) -> HandlerSettings:
-        """Settings from the model's YAML config, with ``DENOISER_THREADS`` overriding ``threads``."""
-        section = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
-        known = {f.name for f in fields(cls)}
-        values = {key: int(value) for key, value in section.items() if key in known}
-        if os.environ.get(THREADS_ENV):
-            values["threads"] = int(os.environ[THREADS_ENV])
-        return cls(**values)
-
-    @property
-    def tiles(self) -> TileConfig:
-        """The tiling configuration these settings describe."""
-        return TileConfig(tile=self.tile, overlap=self.overlap, batch_size=self.tile_batch)
 
 
 def upload_bytes(request: dict[str, Any], content_types: dict[str, str]) -> bytes:

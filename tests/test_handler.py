@@ -16,11 +16,13 @@ import torch
 from PIL import Image
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.utils.util import list_classes_from_module
 
 import handler as handler_module
-from handler import DenoiserHandler, HandlerSettings, upload_bytes
+from handler import DenoiserHandler, upload_bytes
 from models import build_model
 from models.imaging import MAX_PIXELS, decode_image, encode_png
+from models.settings import THREADS_ENV, HandlerSettings
 from models.tiling import TileConfig, count_tiles, denoise_tiled
 
 YAML_CONFIG = {"handler": {"threads": 1, "tile": 32, "overlap": 8, "tile_batch": 4, "max_pixels": 5000}}
@@ -125,10 +127,10 @@ def test_initialize_reads_the_yaml_settings_and_loads_torchscript(served) -> Non
 
 
 def test_settings_default_to_the_tiling_and_imaging_defaults(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(handler_module.THREADS_ENV, raising=False)
+    monkeypatch.delenv(THREADS_ENV, raising=False)
     settings = HandlerSettings.from_context(make_context(tmp_path, None))
     assert settings.tiles == TileConfig() and settings.max_pixels == MAX_PIXELS and settings.threads == 0
-    monkeypatch.setenv(handler_module.THREADS_ENV, "3")
+    monkeypatch.setenv(THREADS_ENV, "3")
     assert HandlerSettings.from_context(make_context(tmp_path, YAML_CONFIG)).threads == 3
 
 
@@ -231,3 +233,8 @@ def test_upload_bytes_accepts_bytearray_and_text_decoded_bodies() -> None:
     assert upload_bytes({"body": bytearray(b"abc")}, {}) == b"abc"
     assert upload_bytes({"body": "abc"}, {}) == b"abc"
     assert upload_bytes({"x": b"text", "y": b"file"}, {"x": "", "y": "image/png"}) == b"file"
+
+
+def test_handler_module_defines_exactly_one_class() -> None:
+    """TorchServe's loader refuses a handler module that defines more than one class."""
+    assert list_classes_from_module(handler_module) == [DenoiserHandler]
