@@ -51,6 +51,11 @@ class Server:
         described.raise_for_status()
         return [worker["pid"] for entry in described.json() for worker in entry.get("workers", [])]
 
+    def worker_log_tail(self, chars: int = 6000) -> str:
+        """The end of the workers' log (model_log.log), where handler tracebacks land."""
+        path = self.log_dir / "model_log.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else "(no worker log)"
+
     def log_text(self) -> str:
         """Everything TorchServe and its workers logged so far (all log files, concatenated)."""
         return "\n".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log")))
@@ -109,9 +114,9 @@ def wait_until_ready(server: Server, names: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while ready_models(server.management_url, names) != set(names):
         if server.process.poll() is not None:
-            raise RuntimeError(f"TorchServe exited with {server.process.returncode}:\n{server.log_text()[-5000:]}")
+            raise RuntimeError(f"TorchServe exited with {server.process.returncode}:\n{server.worker_log_tail()}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"models {names} not READY after {timeout:.0f} s:\n{server.log_text()[-5000:]}")
+            raise TimeoutError(f"models {names} not READY after {timeout:.0f} s:\n{server.worker_log_tail()}")
         time.sleep(POLL_INTERVAL)
 
 
