@@ -1,6 +1,8 @@
 # Denoiser-Server image for a CPU Hugging Face Space (Docker SDK, port 8080, uid 1000).
+# Two stages: "runtime" (Java and the pinned requirements) changes only with
+# requirements.txt; the last stage adds the project and builds the model store.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
 # pip settings for builds behind a TLS-intercepting proxy (PIP_CERT: CA bundle path) or
 # from a local wheel folder (PIP_FIND_LINKS); unset by default. The PyTorch CPU index
@@ -32,12 +34,12 @@ RUN apt-get update \
     && mkdir -p /home/user/app "$TEMP" \
     && chown -R 1000:1000 /home/user
 
-# Dependencies first so that code changes reuse this layer.
 COPY requirements.txt /tmp/requirements.txt
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
+FROM runtime
 USER 1000
 WORKDIR /home/user/app
 COPY --chown=1000:1000 . .
@@ -46,7 +48,9 @@ COPY --chown=1000:1000 . .
 RUN python -m scripts.build_model_store
 
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=8)"]
 
-CMD ["torchserve", "--start", "--foreground", "--ts-config", "config.properties", "--ncs"]
+# scripts.server runs `torchserve --foreground` with config.properties and model_store/,
+# and turns SIGTERM into a clean shutdown of the Java frontend and its workers.
+CMD ["python", "-m", "scripts.server"]
