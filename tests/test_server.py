@@ -1,0 +1,165 @@
+"""The serving path end to end: real TorchServe, real archives of the trained weights, real HTTP.
+
+Sizes from 1x1 to 4 megapixels, every supported input kind, raw bodies and multipart forms,
+JSON errors, concurrent requests, ``api-test.py`` against the server, and the served quality
+matching ``scripts/evaluate.py`` on the validation images.
+"""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from models import MODELS, load_pretrained
+from scripts.dataset import list_images, load_rgb
+from scripts.evaluate import VAL_DIR, degrade, denoise_image, score
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAMES = sorted(MODELS)
+QUALITY_IMAGES = 3
+TIMEOUT = 600
+
+
+def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour picture with grain: uint8 HxWx3."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x / max(width, 1), y / max(height, 1), 0.5 + 0.4 * np.sin((x + y) / 7.0)], axis=-1) * 220
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    """An image as file bytes in ``fmt``."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def post(server: Any, model: str, **kwargs: Any) -> requests.Response:
+    """POST to ``/predictions/<model>`` of the session server."""
+    return requests.post(f"{server.inference_url}/predictions/{model}", timeout=TIMEOUT, **kwargs)
+
+
+def answered_image(response: requests.Response) -> Image.Image:
+    """The PNG of a successful answer (asserting status and content type)."""
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["Content-Type"].startswith("image/png")
+    image = Image.open(io.BytesIO(response.content))
+    assert image.format == "PNG"
+    return image
+
+
+def test_every_model_is_served_healthy(server: Any) -> None:
+    assert requests.get(f"{server.inference_url}/ping", timeout=30).json()["status"] == "Healthy"
+    listed = requests.get(f"{server.management_url}/models", timeout=30).json()["models"]
+    assert sorted(entry["modelName"] for entry in listed) == MODEL_NAMES
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("size", [(1, 1), (17, 9), (129, 130), (300, 201)])
+def test_any_size_comes_back_at_its_size(server: Any, model: str, size: tuple[int, int]) -> None:
+    result = answered_image(post(server, model, data=encode(Image.fromarray(photo(*size)))))
+    assert (result.size, result.mode) == (size, "RGB")
+
+
+def test_a_four_megapixel_photo(server: Any) -> None:
+    size = (2304, 1728)
+    result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(photo(*size)), "JPEG")))
+    assert (result.size, result.mode) == (size, "RGB")
+
+
+@pytest.mark.parametrize(
+    ("make", "fmt", "mode"),
+    [
+        (lambda a: Image.fromarray(a), "JPEG", "RGB"),
+        (lambda a: Image.fromarray(a), "WEBP", "RGB"),
+        (lambda a: Image.fromarray(a), "BMP", "RGB"),
+        (lambda a: Image.fromarray(a), "TIFF", "RGB"),
+        (lambda a: Image.fromarray(a).convert("L"), "PNG", "L"),
+        (lambda a: Image.fromarray(a).convert("P"), "PNG", "RGB"),
+        (lambda a: Image.fromarray(a).convert("CMYK"), "JPEG", "RGB"),
+    ],
+    ids=["jpeg", "webp", "bmp", "tiff", "gray", "palette", "cmyk"],
+)
+def test_input_kinds(server: Any, make, fmt: str, mode: str) -> None:
+    result = answered_image(post(server, "model_runet", data=encode(make(photo(70, 50)), fmt)))
+    assert (result.size, result.mode) == ((70, 50), mode)
+
+
+def test_alpha_passes_through_untouched(server: Any) -> None:
+    rgb = photo(64, 40)
+    alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (40, 1))
+    rgba = Image.fromarray(np.dstack([rgb, alpha]))
+    result = answered_image(post(server, "model_arunet", data=encode(rgba)))
+    assert result.mode == "RGBA"
+    assert np.array_equal(np.asarray(result)[..., 3], alpha)
+
+
+def test_sixteen_bit_gray_comes_back_sixteen_bit(server: Any) -> None:
+    values = (photo(48, 32)[..., 0].astype(np.uint16) * 257)
+    result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(values))))
+    assert result.mode.startswith("I")
+    assert result.size == (48, 32)
+    assert np.asarray(result).max() > 255
+
+
+def test_multipart_upload(server: Any) -> None:
+    body = encode(Image.fromarray(photo(40, 30)))
+    result = answered_image(post(server, "model_unet", files={"file": ("photo.png", body, "image/png")}))
+    assert result.size == (40, 30)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [(b"", 400, "empty"), (b"plain text, not a picture", 415, "not an image")],
+    ids=["empty", "text"],
+)
+def test_client_mistakes_get_json_4xx(server: Any, body: bytes, status: int, words: str) -> None:
+    response = post(server, "model_unet", data=body)
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    answer = response.json()
+    assert answer["code"] == status and words in answer["message"]
+    assert requests.get(f"{server.inference_url}/ping", timeout=30).status_code == 200
+
+
+def test_eight_concurrent_requests_each_get_their_own_answer(server: Any) -> None:
+    sizes = [(40 + 9 * i, 30 + 7 * i) for i in range(8)]
+    jobs = [(MODEL_NAMES[i % 3], encode(Image.fromarray(photo(*size, seed=i)))) for i, size in enumerate(sizes)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda job: post(server, job[0], data=job[1]), jobs))
+    assert [answered_image(answer).size for answer in answers] == sizes
+
+
+def test_api_test_script_passes_against_the_server(server: Any) -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "api-test.py"), "--url", server.inference_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    print(run.stdout)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("ok  ") == len(MODEL_NAMES) + 2
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_served_quality_matches_the_evaluation_script(server: Any, model: str) -> None:
+    """PSNR through HTTP equals scripts/evaluate.py's (same degradation, tiling, quantisation)."""
+    net = load_pretrained(model)
+    served, evaluated = [], []
+    for index, path in enumerate(list_images(VAL_DIR)[:QUALITY_IMAGES]):
+        clean = load_rgb(path)
+        noisy = degrade(clean, "hybrid", index)
+        result = np.asarray(answered_image(post(server, model, data=encode(Image.fromarray(noisy)))).convert("RGB"))
+        served.append(score(clean, result)["psnr"])
+        evaluated.append(score(clean, denoise_image(net, noisy))["psnr"])
+    print(json.dumps({"model": model, "served": served, "evaluated": evaluated}))
+    assert np.mean(served) == pytest.approx(np.mean(evaluated), abs=0.05)
