@@ -25,6 +25,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000
+# Longest side accepted. Tiling pads every side to at least one 128-pixel tile, so without it a
+# 1 x 40,000,000 strip (within MAX_PIXELS, about 120 kB as PNG) would need 416,667 tiles
+# and a 58 GiB padded tensor; with it the worst shape costs about as much as a square image.
+MAX_SIDE = 32_768
 EIGHT_BIT = 255
 SIXTEEN_BIT = 65535
 GRAY_MODES = frozenset({"1", "L", "LA"})
@@ -84,9 +88,13 @@ def too_large(size: str, max_pixels: int) -> ImageError:
 
 
 def check_size(width: int, height: int, max_pixels: int) -> None:
-    """Refuse (413) an image whose declared size exceeds ``max_pixels``."""
+    """Refuse (413) an image whose declared size exceeds ``max_pixels`` or whose longest side exceeds ``MAX_SIDE``."""
     if width * height > max_pixels:
         raise too_large(f"{width}x{height} = {format_megapixels(width * height)}", max_pixels)
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(
+            413, f"image is {width}x{height}; the longest side allowed is {MAX_SIDE} pixels: downscale or crop it and try again"
+        )
 
 
 def bomb_error(error: Image.DecompressionBombError, max_pixels: int) -> ImageError:
