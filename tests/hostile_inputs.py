@@ -1,9 +1,10 @@
 """Generators of hostile and malformed request bodies, and what the server must answer to each.
 
-Every case is a complete HTTP request against the inference API (method, model, body,
-headers) plus its expected outcome: ``OK`` (a 200 PNG of a known size), ``REJECT`` (a 4xx
-with a JSON message), or a specific status (413 for oversized bodies, 404, 405). Nothing
-here imports the server: the cases are plain bytes built with Pillow and ``struct``.
+Every case is a complete HTTP request against the inference API (method, path or model,
+body, headers) plus its expected outcome: ``OK`` (a 200 PNG of a known size), ``REJECT`` (a
+4xx with a JSON message), or a specific status (413 for oversized bodies and images, 404,
+405). Nothing here imports the server: the cases are plain bytes built with Pillow, ``struct``
+and ``zlib``.
 """
 from __future__ import annotations
 
@@ -33,8 +34,13 @@ class HostileCase:
     size: tuple[int, int] | None = None
     method: str = "POST"
     model: str | None = None
+    path: str | None = None
     files: dict[str, Any] | None = field(default=None, hash=False)
     form: dict[str, str] | None = field(default=None, hash=False)
+
+    def url(self, base: str, default_model: str) -> str:
+        """The request URL: ``path`` if set, else ``/predictions/<model or default_model>``."""
+        return base + (self.path or f"/predictions/{self.model or default_model}")
 
     def request_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``requests.request`` besides method and URL."""
@@ -88,6 +94,11 @@ def gif_with_size(width: int, height: int) -> bytes:
     frame = data.index(b"\x2c")
     data[frame + 5:frame + 9] = struct.pack("<HH", width, height)
     return bytes(data)
+
+
+def png_strip(width: int) -> bytes:
+    """A valid black PNG of ``width`` x 1 pixels (RGB-8), deflated to a few kB per million pixels."""
+    return png_header_only(width, 1, zlib.compress(b"\x00" * (1 + 3 * width), 9))
 
 
 def corrupt_png_data() -> bytes:
@@ -173,7 +184,8 @@ def hostile_cases(max_request_size: int) -> list[HostileCase]:
         HostileCase("gif declaring 65535x65535", gif_with_size(65_535, 65_535), "image/gif"),
         HostileCase("png zTXt text bomb", png_text_bomb(), "image/png"),
         HostileCase("1x1 png", encode(noise_image(1, 1), "PNG"), "image/png", OK, (1, 1)),
-        HostileCase("1x100000 png", encode(noise_image(100_000, 1), "PNG"), "image/png"),
+        HostileCase("1x100000 png", encode(noise_image(100_000, 1), "PNG"), "image/png", expect=413),
+        HostileCase("4000000x1 png within the pixel limit", png_strip(4_000_000), "image/png", expect=413),
         HostileCase("animated gif", animated_gif(), "image/gif", OK, (40, 32)),
         HostileCase("multi-page tiff", multipage_tiff(), "image/tiff", OK, (40, 32)),
         HostileCase("cmyk jpeg", encode(noise_image(40, 32, "CMYK"), "JPEG"), "image/jpeg", OK, (40, 32)),
@@ -193,5 +205,9 @@ def hostile_cases(max_request_size: int) -> list[HostileCase]:
         HostileCase("multipart form with a file", files=multipart_image(), expect=OK, size=(40, 32)),
         HostileCase("unknown model name", png, "image/png", expect=404, model="model_does_not_exist"),
         HostileCase("path traversal model name", png, "image/png", expect=404, model="..%2F..%2Fetc%2Fpasswd"),
-        HostileCase("wrong http method", png, "image/png", expect=REJECT, method="PUT"),
+        # TorchServe runs inference for any method on /predictions/<model>, so PUT gets the
+        # same correct result as POST; a method the API does not route at all gets a 405.
+        HostileCase("PUT instead of POST", png, "image/png", OK, (40, 32), method="PUT"),
+        HostileCase("GET without a body", method="GET"),
+        HostileCase("wrong http method on the API root", png, "image/png", expect=405, method="DELETE", path="/"),
     ]
