@@ -180,6 +180,7 @@ def run_archiver(name: str, model_file: Path, config_file: Path, extra: Path, ex
 
 def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False) -> Path:
     """Build (or keep, when up to date) the archive of model ``name``; returns its path."""
+    store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"build-{name}-") as tmp:
         work = Path(tmp)
         weights = snapshot_weights(name, weights_dir, work)
@@ -212,7 +213,6 @@ def build_store(
     force: bool = False,
 ) -> list[Path]:
     """Build every named model's archive into ``store`` (skipping up-to-date ones); returns their paths."""
-    store.mkdir(parents=True, exist_ok=True)
     return [build_archive(name, store, weights_dir, force) for name in tqdm(list(names), desc="archives", unit="model")]
 
 
