@@ -3,7 +3,9 @@
 No Docker engine and no registry are needed: the base image is either pulled
 (``--base-image``, e.g. on CI) or made with ``debootstrap --variant=minbase bookworm``
 plus Python 3.11 and imported into podman, cached under the cache folder by a hash of
-how it is made. Podman's configuration and storage live in that cache folder too.
+how it is made. Podman's configuration and storage live in that cache folder too, and so
+does the Dockerfile's ``runtime`` stage (Java and the requirements), tagged so that only
+the project's own layers are rebuilt while requirements.txt stays the same.
 
 Usage: python -m scripts.container_test [--base-image IMAGE] [--keep]
 """
@@ -19,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +32,12 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CONTAINER_CA_BUNDLE = "/etc/pip-host-ca.pem"
 CONTAINER_WHEELS = "/wheels"
 CONTAINER_UID = 1000
+INFERENCE_PORT = 8080
 MANAGEMENT_PORT = 8081
+RUNTIME_STAGE = "runtime"
+RUNTIME_CACHE_TAG = "localhost/denoiser-runtime:cache"
+API_TEST = ROOT / "api-test.py"
+LOAD_FAILED = "Load model failed"  # TorchServe's log line when a worker dies while loading its model
 
 CONTAINERS_CONF = """\
 [containers]
@@ -144,14 +150,19 @@ def ensure_base_image(env: dict[str, str], cache_dir: Path) -> str:
 
 
 def build_image(env: dict[str, str], config: ContainerTestConfig, base_image: str) -> None:
-    """Build the project's real Dockerfile on base_image, with the host CA bundle and wheel folder mounted."""
-    args = ["build", "--layers", "--format", "docker", "-f", str(ROOT / "Dockerfile"), "-t", config.tag,
+    """Build the project's real Dockerfile on base_image, with the host CA bundle and wheel folder mounted.
+
+    The ``runtime`` stage is built and tagged first: the tag keeps its layers (Java and the
+    requirements) cached after the test image is removed and dangling layers are pruned.
+    """
+    args = ["build", "--layers", "--format", "docker", "-f", str(ROOT / "Dockerfile"),
             "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"PIP_EXTRA_INDEX_URL={config.extra_index_url}"]
     if config.ca_bundle is not None:
         args += ["-v", f"{config.ca_bundle}:{CONTAINER_CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={CONTAINER_CA_BUNDLE}"]
     if config.wheel_dir is not None and config.wheel_dir.is_dir():
         args += ["-v", f"{config.wheel_dir}:{CONTAINER_WHEELS}:ro", "--build-arg", f"PIP_FIND_LINKS={CONTAINER_WHEELS}"]
-    podman(env, *args, str(ROOT), timeout=3600)
+    podman(env, *args, "--target", RUNTIME_STAGE, "-t", RUNTIME_CACHE_TAG, str(ROOT), timeout=3600)
+    podman(env, *args, "-t", config.tag, str(ROOT), timeout=3600)
 
 
 def free_port() -> int:
@@ -161,18 +172,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_ready(url: str, timeout_s: float) -> None:
-    """Poll url/ping until TorchServe answers Healthy, or raise TimeoutError."""
+def models_ready(env: dict[str, str], container: str) -> bool:
+    """Whether every registered model has a READY worker, asked from inside the container on the management API."""
+    script = (
+        "import json, urllib.request\n"
+        "get = lambda path: json.load(urllib.request.urlopen('http://127.0.0.1:%d' + path, timeout=5))\n"
+        "names = [m['modelName'] for m in get('/models')['models']]\n"
+        "ready = all(any(w['status'] == 'READY' for e in get('/models/' + n) for w in e['workers']) for n in names)\n"
+        "print('ready' if names and ready else 'waiting')\n"
+    ) % MANAGEMENT_PORT
+    result = podman(env, "exec", container, "python", "-c", script, check=False)
+    return result.stdout.strip() == "ready"
+
+
+def wait_until_ready(env: dict[str, str], container: str, timeout_s: float) -> None:
+    """Wait until every model has a READY worker; fail at once if the container exits or a model fails to load."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                if json.load(response).get("status") == "Healthy":
-                    return
-        except OSError:
-            pass
-        time.sleep(2)
-    raise TimeoutError(f"{url}/ping not healthy after {timeout_s:.0f} s")
+    while not models_ready(env, container):
+        state = podman(env, "inspect", "--format", "{{.State.Status}}", container).stdout.strip()
+        if state != "running":
+            raise RuntimeError(f"container is {state}")
+        if LOAD_FAILED in podman(env, "logs", container, check=False).stdout:
+            raise RuntimeError(f"TorchServe could not load a model ({LOAD_FAILED!r} in the log)")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"models not READY after {timeout_s:.0f} s")
+        time.sleep(3)
 
 
 def process_uids(env: dict[str, str], container: str) -> list[tuple[str, int]]:
@@ -218,18 +242,21 @@ def port_open(host: str, port: int) -> bool:
 
 
 def check_container(env: dict[str, str], container: str, url: str) -> None:
-    """Run api-test.py against the container; check uid 1000 and that management is loopback-only."""
-    subprocess.run([sys.executable, str(ROOT / "api-test.py"), "--url", url], check=True, timeout=900, cwd=ROOT)
+    """Run api-test.py against the container; check the health check, uid 1000 and loopback-only management."""
+    subprocess.run([sys.executable, str(API_TEST), "--url", url], check=True, timeout=900, cwd=ROOT)
+    health = podman(env, "healthcheck", "run", container, check=False)
+    assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"
     processes = process_uids(env, container)
     names = {name for name, _ in processes}
     assert "java" in names and any(name.startswith("python") for name in names), f"TorchServe not running: {processes}"
     assert {uid for _, uid in processes} == {CONTAINER_UID}, f"every process must run as uid {CONTAINER_UID}: {processes}"
-    loopback = {"0100007F", "00000000000000000000000001000000"}
+    # 127.0.0.1 in /proc/net/tcp, and ::1 and ::ffff:127.0.0.1 (Java's IPv4 sockets) in tcp6.
+    loopback = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
     listening = listening_addresses(env, container, MANAGEMENT_PORT)
     assert listening and listening <= loopback, f"management API must listen on loopback only: {listening}"
     ip = container_ip(env, container)
     if ip is not None:
-        assert port_open(ip, 8080), f"inference port not reachable at {ip}:8080 (network check is invalid)"
+        assert port_open(ip, INFERENCE_PORT), f"inference port not reachable at {ip}:{INFERENCE_PORT} (network check is invalid)"
         assert not port_open(ip, MANAGEMENT_PORT), f"management API reachable from outside at {ip}:{MANAGEMENT_PORT}"
 
 
@@ -245,8 +272,8 @@ def run_container_test(config: ContainerTestConfig) -> dict[str, float]:
         with timer.step("build"):
             build_image(env, config, base)
         with timer.step("start_until_healthy"):
-            podman(env, "run", "-d", "--init", "--name", container, "-p", f"127.0.0.1:{port}:8080", config.tag)
-            wait_until_ready(f"http://127.0.0.1:{port}", config.ready_timeout_s)
+            podman(env, "run", "-d", "--init", "--name", container, "-p", f"127.0.0.1:{port}:{INFERENCE_PORT}", config.tag)
+            wait_until_ready(env, container, config.ready_timeout_s)
         with timer.step("checks"):
             check_container(env, container, f"http://127.0.0.1:{port}")
     except Exception:
@@ -258,6 +285,7 @@ def run_container_test(config: ContainerTestConfig) -> dict[str, float]:
             with timer.step("cleanup"):
                 podman(env, "rm", "-f", "-t", "5", container, check=False)
                 podman(env, "rmi", "-f", config.tag, check=False)
+                podman(env, "image", "prune", "-f", check=False, timeout=600)
     return timer.steps
 
 
