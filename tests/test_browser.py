@@ -21,10 +21,12 @@ from scripts.server import Server, running_server
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path(__file__).parent / "frontend" / "index.html"
 SCREENSHOT = ROOT / "images" / "frontend-test.png"
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium package; GitHub's Ubuntu runners have Google Chrome instead (Ubuntu ships Chromium as a snap).
+BROWSERS = (Path("/usr/bin/chromium"), Path("/usr/bin/google-chrome"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 INPUT_SIZE = (96, 64)  # width, height: not square, not a multiple of 16, small enough to be quick.
 MODEL = "model_unet"
+SCREENSHOT_VIEWPORT = {"width": 600, "height": 320}  # the page's content, without a wide empty margin
 
 
 @dataclass
@@ -78,10 +80,11 @@ def frontends(site: Path) -> Iterator[tuple[Frontend, Frontend]]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's headless Chromium driven by Playwright (no downloaded browser)."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} missing: run scripts/install_test_tools.sh")
+    executable = next((path for path in BROWSERS if path.is_file()), None)
+    if executable is None:
+        pytest.fail(f"{BROWSERS[0]} missing: run scripts/install_test_tools.sh")
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -96,7 +99,7 @@ def restricted_server(model_store: Path, frontends: tuple[Frontend, Frontend]) -
 
 def denoise_in_page(browser: Browser, frontend: Frontend, api: str, screenshot: Path | None = None) -> dict:
     """Open the page on frontend's origin, run its denoise() against api, return what it reports."""
-    page = browser.new_page()
+    page = browser.new_page(viewport=SCREENSHOT_VIEWPORT)
     try:
         page.goto(f"{frontend.origin}/index.html")
         result = page.evaluate("([api, model]) => denoise(api, model, 'input.png')", [api, MODEL])
