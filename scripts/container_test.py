@@ -58,6 +58,14 @@ DEBOOTSTRAP_MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
 
 
+def local_wheel_dir() -> Path | None:
+    """The host pip's local wheel folder (PIP_FIND_LINKS, else pip's find-links setting), if there is one."""
+    links = os.environ.get("PIP_FIND_LINKS") or subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True, timeout=60,
+    ).stdout
+    return next((Path(link) for link in links.split() if Path(link).is_dir()), None)
+
+
 @dataclass(frozen=True)
 class ContainerTestConfig:
     """Everything the container test can be told; defaults suit this project's machines."""
@@ -65,7 +73,7 @@ class ContainerTestConfig:
     cache_dir: Path = DEFAULT_CACHE
     base_image: str | None = os.environ.get("DENOISER_CONTAINER_BASE") or None
     tag: str = "localhost/denoiser-server:test"
-    wheel_dir: Path | None = Path(os.environ["PIP_FIND_LINKS"]) if os.environ.get("PIP_FIND_LINKS") else None
+    wheel_dir: Path | None = field(default_factory=local_wheel_dir)
     ca_bundle: Path | None = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
     extra_index_url: str = os.environ.get("PIP_EXTRA_INDEX_URL", "https://pypi.org/simple").split()[0]
     ready_timeout_s: float = 600.0
@@ -159,7 +167,7 @@ def build_image(env: dict[str, str], config: ContainerTestConfig, base_image: st
             "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"PIP_EXTRA_INDEX_URL={config.extra_index_url}"]
     if config.ca_bundle is not None:
         args += ["-v", f"{config.ca_bundle}:{CONTAINER_CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={CONTAINER_CA_BUNDLE}"]
-    if config.wheel_dir is not None and config.wheel_dir.is_dir():
+    if config.wheel_dir is not None:
         args += ["-v", f"{config.wheel_dir}:{CONTAINER_WHEELS}:ro", "--build-arg", f"PIP_FIND_LINKS={CONTAINER_WHEELS}"]
     podman(env, *args, "--target", RUNTIME_STAGE, "-t", RUNTIME_CACHE_TAG, str(ROOT), timeout=3600)
     podman(env, *args, "-t", config.tag, str(ROOT), timeout=3600)
