@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ import zipfile
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import requests
 
@@ -75,6 +76,18 @@ def archive_model_names(model_store: Path) -> list[str]:
         with zipfile.ZipFile(archive) as packed:
             names.append(json.loads(packed.read("MAR-INF/MANIFEST.json"))["model"]["modelName"])
     return names
+
+
+def models_value(names: Iterable[str]) -> str:
+    """TorchServe's ``--models`` value serving the named models from their archives ("model_unet=UNET.mar,...").
+
+    TorchServe looks for ``<value>.mar`` in the store, and the archives are named after the
+    networks (UNET.mar), not the models. ``models`` (which imports torch) is imported here only,
+    so serving through ``main`` stays light.
+    """
+    from models import MODELS
+
+    return ",".join(f"{name}={MODELS[name].archive}.mar" for name in names)
 
 
 def torchserve_command(config: Path, model_store: Path, models: str) -> list[str]:
@@ -137,7 +150,8 @@ def running_server(
     """
     model_store = Path(model_store).resolve()
     names = archive_model_names(model_store) if models.lower() == "all" else [
-        item.split("=", 1)[0] if "=" in item else item.removesuffix(".mar") for item in models.split()
+        item.split("=", 1)[0] if "=" in item else item.removesuffix(".mar")
+        for item in re.split(r"[\s,]+", models.strip())
     ]
     with tempfile.TemporaryDirectory(prefix="torchserve-") as tmp:
         work = Path(tmp)

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from scripts.server import running_server
+from scripts.server import models_value, running_server
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"
@@ -50,7 +50,7 @@ def start(model_store: Path) -> tuple[Any, float, ExitStack]:
     """Start a one-model server and time its start-up (until the context manager yields)."""
     stack = ExitStack()
     started = time.monotonic()
-    server = stack.enter_context(running_server(model_store, models=MODEL))
+    server = stack.enter_context(running_server(model_store, models=models_value([MODEL])))
     return server, time.monotonic() - started, stack
 
 

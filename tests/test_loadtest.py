@@ -8,7 +8,7 @@ import requests
 
 from models import MODELS
 from scripts.loadtest import LoadResult, make_bodies, run_load, worker_pids
-from scripts.server import running_server
+from scripts.server import models_value, running_server
 
 MODEL = "model_unet"
 
@@ -38,7 +38,7 @@ def test_concurrent_mixed_load_has_no_errors_and_no_restarts(server: Any) -> Non
 
 def test_requests_beyond_the_job_queue_get_a_clean_503(model_store: Any) -> None:
     body = make_bodies(1, 0.25, 0.25)[0]
-    with running_server(model_store, models=MODEL, env={"TS_JOB_QUEUE_SIZE": "1"}) as server:
+    with running_server(model_store, models=models_value([MODEL]), env={"TS_JOB_QUEUE_SIZE": "1"}) as server:
         url = f"{server.inference_url}/predictions/{MODEL}"
         with ThreadPoolExecutor(12) as pool:
             responses = list(pool.map(lambda _: requests.post(url, data=body, timeout=600), range(12)))
