@@ -6,7 +6,8 @@ management URL) whether any worker process was restarted during the run::
     python -m scripts.loadtest --url http://127.0.0.1:8080 --management-url http://127.0.0.1:8081 \
         --model model_unet --clients 8 --requests 200 --min-mp 0.25 --max-mp 1.0
 
-``--serve`` starts a TorchServe on loopback from ``--model-store`` for the run instead.
+``--serve`` instead starts a TorchServe on loopback serving every archive of ``--model-store``
+(as deployed: three workers sharing the machine) and also reports its start-up time.
 """
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-mp", type=float, default=1.0)
     parser.add_argument("--distinct-images", type=int, default=8, help="how many different photos to cycle")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-request timeout (s)")
-    parser.add_argument("--serve", action="store_true", help="start a loopback TorchServe for the run")
+    parser.add_argument("--serve", action="store_true", help="start a loopback TorchServe (all archives) for the run")
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     return parser.parse_args(argv)
@@ -165,16 +166,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     bodies = make_bodies(args.distinct_images, args.min_mp, args.max_mp)
     with ExitStack() as stack:
         url, management_url = args.url, args.management_url
+        startup_s = None
         if args.serve:
             from scripts.server import running_server
 
-            server = stack.enter_context(running_server(args.model_store, models=",".join(models)))
+            started = time.perf_counter()
+            server = stack.enter_context(running_server(args.model_store))
+            startup_s = round(time.perf_counter() - started, 1)
             url, management_url = server.inference_url, server.management_url
         before = {m: worker_pids(management_url, m) for m in models} if management_url else {}
         result = run_load(url, models, bodies, args.requests, args.clients, args.timeout)
         after = {m: worker_pids(management_url, m) for m in models} if management_url else {}
     summary = result.summary()
     summary.update(clients=args.clients, models=models, min_mp=args.min_mp, max_mp=args.max_mp)
+    if startup_s is not None:
+        summary["startup_s"] = startup_s
     if management_url:
         summary["worker_restarts"] = sum(len(before[m] - after[m]) for m in models)
     print(json.dumps(summary, indent=2))
