@@ -227,6 +227,36 @@ def warm_start(model: torch.nn.Module, name: str, weights_dir: Path) -> dict:
     return json.loads(info_path.read_text()).get("training", {})
 
 
+def training_runs(training: dict) -> list[dict]:
+    """A saved training summary and the warm starts it grew from, oldest first."""
+    runs = []
+    while training:
+        runs.insert(0, training)
+        training = training.get("warm_start", {})
+    return runs
+
+
+def summary_table(weights_dir: Path = WEIGHTS_DIR) -> str:
+    """A Markdown table of every saved model's training, warm starts added up, from the JSON beside its weights."""
+    lines = [
+        "| model | width / depth | runs | patches seen | crop | wall minutes | device | val PSNR (noisy) |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name, spec in MODELS.items():
+        _, info_path = weight_paths(name, weights_dir)
+        if not info_path.exists():
+            continue
+        info = json.loads(info_path.read_text())
+        runs = training_runs(info.get("training", {}))
+        last = runs[-1]
+        lines.append(
+            f"| {spec.title} | {info['config']['width']} / {info['config']['depth']} | {len(runs)} "
+            f"| {sum(r['patches_seen'] for r in runs):,} | {last['crop']} | {sum(r['wall_minutes'] for r in runs):.0f} "
+            f"| {last['device']} | {last['val_psnr']:.2f} dB ({last['val_psnr_noisy']:.2f} dB) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def device_name(device: torch.device) -> str:
     """A readable name of the training device."""
     if device.type == "cuda":
@@ -237,7 +267,8 @@ def device_name(device: torch.device) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and train."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--model", choices=sorted(MODELS))
+    parser.add_argument("--summary", action="store_true", help="print the saved models' training table and exit")
     parser.add_argument("--data", type=Path, default=TrainConfig.data)
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
@@ -251,6 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
     parser.add_argument("--init", type=Path, help="start from the weights saved in this folder (fine-tuning)")
     args = vars(parser.parse_args(argv))
+    if args.pop("summary"):
+        print(summary_table(args["weights_dir"]), end="")
+        return
+    if args["model"] is None:
+        parser.error("--model is required")
     arch = {k: args.pop(k) for k in ("width", "depth") if args[k] is not None}
     args.pop("width", None), args.pop("depth", None)
     summary = train(TrainConfig(arch=arch, **args))

@@ -10,7 +10,7 @@ import torch
 from models import load_pretrained
 from models.noise import NoiseConfig
 from scripts.prepare_dataset import prepare_pairs
-from scripts.train import TrainConfig, charbonnier, cosine_lr, psnr, train
+from scripts.train import TrainConfig, charbonnier, cosine_lr, psnr, summary_table, train, training_runs
 
 from .test_prepare_dataset import write_images
 
@@ -77,3 +77,18 @@ def test_schedule_and_metrics() -> None:
     assert psnr(x, x).min() > 100
     assert psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1)).item() == pytest.approx(20.0)
     assert charbonnier(x, x).item() == pytest.approx(1e-3)
+
+
+def test_init_fine_tunes_saved_weights_and_the_summary_adds_up(pairs, tmp_path) -> None:
+    first = train(config(pairs, tmp_path / "first", epochs=1))
+    start = load_pretrained("model_runet", tmp_path / "first" / "weights")
+    tuned = config(pairs, tmp_path / "second", epochs=1, lr=1e-9, init=tmp_path / "first" / "weights")
+    second = train(tuned)
+    assert second["training"]["warm_start"] == first["training"]
+    after = load_pretrained("model_runet", tmp_path / "second" / "weights")
+    for name, tensor in start.state_dict().items():
+        assert torch.allclose(after.state_dict()[name], tensor, atol=1e-6), name
+    runs = training_runs(second["training"])
+    assert [r["patches_seen"] for r in runs] == [160, 160]
+    table = summary_table(tmp_path / "second" / "weights")
+    assert "| Residual U-Net | 8 / 2 | 2 | 320 | 32 |" in table
