@@ -175,18 +175,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             startup_s = round(time.perf_counter() - started, 1)
             url, management_url = server.inference_url, server.management_url
         before = {m: worker_pids(management_url, m) for m in models} if management_url else {}
+        bookmark = server.log_sizes() if args.serve else {}
         result = run_load(url, models, bodies, args.requests, args.clients, args.timeout)
         after = {m: worker_pids(management_url, m) for m in models} if management_url else {}
+        restart_lines = server.restarts_since(bookmark) if args.serve else []
     summary = result.summary()
     summary.update(clients=args.clients, models=models, min_mp=args.min_mp, max_mp=args.max_mp)
     if startup_s is not None:
-        summary["startup_s"] = startup_s
+        summary.update(startup_s=startup_s, restart_log_lines=len(restart_lines))
     if management_url:
         summary["worker_restarts"] = sum(len(before[m] - after[m]) for m in models)
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    return int(result.error_count > 0 or summary.get("worker_restarts", 0) > 0)
+    return int(result.error_count > 0 or summary.get("worker_restarts", 0) > 0 or bool(restart_lines))
 
 
 if __name__ == "__main__":

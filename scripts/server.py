@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.properties"
 STOP_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
+# What TorchServe (frontend and worker) logs when a worker dies and is started again.
+RESTART_MARKERS = ("Backend worker process died", "Worker disconnected", "Retry worker", "Auto recovery")
 
 
 @dataclass
@@ -60,6 +62,20 @@ class Server:
     def log_text(self) -> str:
         """Everything TorchServe and its workers logged so far (all log files, concatenated)."""
         return "\n".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log")))
+
+    def log_sizes(self) -> dict[str, int]:
+        """The current size in bytes of each log file, a bookmark for ``restarts_since``."""
+        return {path.name: path.stat().st_size for path in self.log_dir.glob("*.log")}
+
+    def restarts_since(self, sizes: dict[str, int]) -> list[str]:
+        """Log lines about dying or restarted workers written after the ``log_sizes`` bookmark."""
+        lines = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            with open(path, "rb") as log:
+                log.seek(sizes.get(path.name, 0))
+                new = log.read().decode(errors="replace")
+            lines += [line for line in new.splitlines() if any(marker in line for marker in RESTART_MARKERS)]
+        return lines
 
 
 def free_port() -> int:

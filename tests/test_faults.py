@@ -102,6 +102,7 @@ def test_killed_worker_is_restarted_and_later_requests_succeed(served: Served) -
         client.start()
     try:
         wait_until(lambda: sum(o.status == 200 for o in outcomes) >= 3, step=0.1)
+        bookmark = server.log_sizes()
         killed_at = time.monotonic()
         os.kill(old_pid, signal.SIGKILL)
         ready_at = wait_until(lambda: bool(ready_pids(server) - {old_pid}))
@@ -117,6 +118,8 @@ def test_killed_worker_is_restarted_and_later_requests_succeed(served: Served) -
         f"\nworker kill: {len(failed)} of {len(outcomes)} requests failed {sorted({str(o.status) for o in failed})}, "
         f"failures within {window:.1f} s of the kill; new worker ready after {ready_at - killed_at:.1f} s"
     )
+    # The same log lines test_hostile and the load test look for to prove no worker restarted.
+    assert server.restarts_since(bookmark)
     assert len(after) >= AFTER_RESTART
     assert all(o.status == 200 for o in after), [o.status for o in after]
     assert "Healthy" in requests.get(f"{server.inference_url}/ping", timeout=30).text

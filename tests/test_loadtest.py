@@ -30,10 +30,12 @@ def test_make_bodies_spans_the_requested_sizes() -> None:
 def test_concurrent_mixed_load_has_no_errors_and_no_restarts(server: Any) -> None:
     models = sorted(MODELS)
     before = {m: worker_pids(server.management_url, m) for m in models}
+    bookmark = server.log_sizes()
     result = run_load(server.inference_url, models, make_bodies(4, 0.02, 0.1), total=24, clients=4, progress=False)
     print("\n", result.summary())
     assert result.error_count == 0, result.errors
     assert {m: worker_pids(server.management_url, m) for m in models} == before
+    assert server.restarts_since(bookmark) == []
 
 
 def test_requests_beyond_the_job_queue_get_a_clean_503(model_store: Any) -> None:
