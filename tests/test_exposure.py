@@ -1,5 +1,5 @@
 """What the service exposes: loopback-only management/metrics, no remote model registration,
-no unpickling of anything a user can send, and enforced size limits.
+no unpickling of anything a user can send, a non-root container user, and enforced size limits.
 """
 from __future__ import annotations
 
@@ -95,6 +95,14 @@ def test_no_code_path_unpickles_user_supplied_bytes() -> None:
                 findings.append(f"{path.relative_to(REPO)}:{line}: {why}")
     assert not findings, "\n".join(findings)
     assert "load_file" in (REPO / "models" / "registry.py").read_text(), "weights must load with safetensors"
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    # The last stage's last USER is what the server runs as (tests/test_container.py checks the
+    # running container's processes; this holds wherever podman is missing).
+    stages = (REPO / "Dockerfile").read_text().split("\nFROM ")
+    users = re.findall(r"^USER\s+(\S+)", stages[-1], flags=re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, users
 
 
 def test_size_limits_are_set_and_consistent() -> None:
