@@ -1,7 +1,7 @@
 """Hypothesis fuzzing of the decode path (``models.imaging``) and of tiled inference (``models.tiling``).
 
-The default ``ci`` profile (150 examples per property) keeps the whole module well under a
-minute (about 10 s on two busy cores). For a longer hunt (3000 examples, a few minutes)::
+The default ``ci`` profile (300 examples per property) keeps the whole module well under a
+minute (about 10 s on two busy cores). For a longer hunt (3000 examples, about 5 minutes)::
 
     DENOISER_FUZZ_PROFILE=long .venv/bin/python -m pytest tests/test_fuzz.py -q
 
@@ -29,7 +29,7 @@ from models.tiling import TileConfig, count_tiles, denoise_tiled
 from tests.hostile_inputs import encode, noise_image, png_header_only
 
 PROFILES = {
-    "ci": settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
+    "ci": settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
     "long": settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
 }
 FUZZ = PROFILES[os.environ.get("DENOISER_FUZZ_PROFILE", "ci")]
