@@ -19,13 +19,15 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from models.imaging import DecodedImage, ImageError, decode_image, encode_png
 from models.settings import HandlerSettings
-from models.tiling import TileConfig, count_tiles, denoise_tiled
+from models.tiling import count_tiles, denoise_tiled
 
 logger = logging.getLogger(__name__)
 
 UPLOAD_FIELDS = ("data", "body", "file", "image")
 PNG = "image/png"
 JSON = "application/json"
+# TorchScript's profiling executor optimises a graph after its first calls: make them here.
+WARM_UP_CALLS = 2
 REASONS = {
     400: "Bad Request",
     413: "Payload Too Large",
@@ -76,7 +78,7 @@ class DenoiserHandler(BaseHandler):
     """Denoise each uploaded photograph with the archive's TorchScript network, tile by tile."""
 
     def initialize(self, context: Any) -> None:
-        """Load the TorchScript network, apply thread and tiling settings and run one warm-up tile."""
+        """Load the TorchScript network, apply thread and tiling settings and warm it up on full tile batches."""
         self.context = context
         self.manifest = context.manifest
         self.settings = HandlerSettings.from_context(context)
@@ -90,8 +92,10 @@ class DenoiserHandler(BaseHandler):
         self.model_pt_path = os.path.join(properties["model_dir"], self.manifest["model"]["serializedFile"])
         self.model = torch.jit.load(self.model_pt_path, map_location=self.device).eval()
         self.tiles = self.settings.tiles
-        warm_up = torch.rand(3, self.tiles.tile, self.tiles.tile, device=self.device)
-        denoise_tiled(self.model, warm_up, TileConfig(self.tiles.tile, self.tiles.overlap, 1))
+        warm_up = torch.rand(self.tiles.batch_size, 3, self.tiles.tile, self.tiles.tile, device=self.device)
+        with torch.inference_mode():
+            for _ in range(WARM_UP_CALLS):
+                self.model(warm_up)
         logger.info(
             "denoiser loaded %s on %s with %d threads, %s",
             self.model_pt_path, self.device, torch.get_num_threads(), self.settings,
