@@ -90,7 +90,8 @@ class UNetSkeleton(nn.Module):
     (``size_multiple``); callers pad to it (``models.tiling`` does).
 
     The network predicts the noise and returns ``x - noise`` (residual learning, as in
-    DnCNN): the identity is the trivial starting point, so a short CPU training budget is
+    DnCNN) and the head starts at zero, so an untrained network is exactly the identity: a
+    short CPU training budget is
     spent on the noise rather than on learning to copy the image, and the salt-and-pepper
     and JPEG components, which are sparse or small, stay easy to represent.
     """
@@ -107,6 +108,8 @@ class UNetSkeleton(nn.Module):
         self.ups = nn.ModuleList(nn.ConvTranspose2d(c * 2, c, 2, stride=2) for c in reversed(widths[:-1]))
         self.decoders = nn.ModuleList(block(c * 2, c) for c in reversed(widths[:-1]))
         self.head = nn.Conv2d(width, channels, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
