@@ -66,8 +66,8 @@ VARIANTS: dict[str, Variant] = {
     "frozen": torch.jit.freeze,
     "optimized": torch.jit.optimize_for_inference,
 }
-# Chosen with --compare (see /tmp/readme/serving.md figures): freezing and
-# optimize_for_inference gave no speed-up consistent across the three networks on 2 vCPUs.
+# Chosen with --compare (figures in the README, "Models"): freezing gained 1-2 % over the
+# traced network, within the noise, and optimize_for_inference slowed model_arunet down.
 VARIANT = "traced"
 
 
