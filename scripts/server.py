@@ -114,14 +114,26 @@ def torchserve_command(config: Path, model_store: Path, models: str) -> list[str
     ]
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group ``pgid`` is still running."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
-    """SIGTERM the process group (launcher, Java frontend, workers); SIGKILL it after ``timeout``."""
-    if process.poll() is None:
+    """SIGTERM the launcher's whole process group (launcher, Java frontend, workers), wait until
+    every member has exited, SIGKILL what is left after ``timeout``; returns the launcher's status."""
+    deadline = time.monotonic() + timeout
+    if group_alive(process.pid):
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    while group_alive(process.pid) and time.monotonic() < deadline:
+        process.poll()
+        time.sleep(POLL_INTERVAL)
+    if group_alive(process.pid):
+        os.killpg(process.pid, signal.SIGKILL)
     return process.wait()
 
 
@@ -204,16 +216,22 @@ def running_server(
 
 
 def serve_foreground(config: Path, model_store: Path, models: str) -> int:
-    """Run TorchServe until it exits or this process gets SIGTERM/SIGINT, then stop it cleanly."""
+    """Run TorchServe until it exits or this process gets SIGTERM/SIGINT, then stop it cleanly.
+
+    The handler only forwards the signal to TorchServe's process group; waiting happens outside
+    it (a wait inside a signal handler would deadlock on the wait already in progress).
+    """
     process = subprocess.Popen(torchserve_command(config, model_store, models), start_new_session=True)
 
     def forward(signum: int, _frame: object) -> None:
         print(f"received signal {signum}: stopping TorchServe", file=sys.stderr, flush=True)
-        stop(process)
+        if group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return process.wait()
+    process.wait()
+    return stop(process)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from PIL import Image
 from models import MODELS, load_pretrained
 from scripts.dataset import list_images, load_rgb
 from scripts.evaluate import VAL_DIR, degrade, denoise_image, score
+from scripts.server import free_port, models_value
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = sorted(MODELS)
@@ -163,3 +167,36 @@ def test_served_quality_matches_the_evaluation_script(server: Any, model: str) -
         evaluated.append(score(clean, denoise_image(net, noisy))["psnr"])
     print(json.dumps({"model": model, "served": served, "evaluated": evaluated}))
     assert np.mean(served) == pytest.approx(np.mean(evaluated), abs=0.05)
+
+
+def test_serve_script_stops_torchserve_cleanly_on_sigterm(model_store: Path, tmp_path: Path) -> None:
+    """``python -m scripts.server`` (what serve.sh runs) leaves no frontend or worker behind."""
+    ports = {name: free_port() for name in ("inference", "management", "metrics")}
+    env = {
+        **os.environ,
+        **{f"TS_{name.upper()}_ADDRESS": f"http://127.0.0.1:{port}" for name, port in ports.items()},
+        "TS_GRPC_INFERENCE_PORT": str(free_port()),
+        "TS_GRPC_MANAGEMENT_PORT": str(free_port()),
+        "LOG_LOCATION": str(tmp_path), "METRICS_LOCATION": str(tmp_path), "TEMP": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "scripts.server", "--model-store", str(model_store),
+               "--models", models_value(["model_unet"])]
+    serving = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ping = f"http://127.0.0.1:{ports['inference']}/ping"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and serving.poll() is None:
+            try:
+                if requests.get(ping, timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        assert requests.get(ping, timeout=5).json()["status"] == "Healthy"
+        serving.send_signal(signal.SIGTERM)
+        serving.wait(timeout=120)
+    finally:
+        serving.kill()
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []
+    with pytest.raises(requests.ConnectionError):
+        requests.get(ping, timeout=5)
