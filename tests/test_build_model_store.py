@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
-from models import build_model, save_weights
+from models import save_weights
 from scripts.build_model_store import SERVING_CONFIG, TRACE_TOLERANCE, build_archive, main, to_torchscript
+from tests.networks import random_network
 
 TINY = {"width": 4, "depth": 2}
 NAME = "model_runet"
@@ -20,7 +21,7 @@ NAME = "model_runet"
 def weights(tmp_path: Path) -> Path:
     folder = tmp_path / "weights"
     torch.manual_seed(0)
-    save_weights(NAME, build_model(NAME, **TINY), {"config": TINY, "training": {"val_psnr": 1.0}}, folder)
+    save_weights(NAME, random_network(NAME, **TINY), {"config": TINY, "training": {"val_psnr": 1.0}}, folder)
     return folder
 
 
@@ -45,15 +46,16 @@ def test_up_to_date_archives_are_kept_and_new_weights_rebuild(weights: Path, tmp
     archive = build_archive(NAME, store, weights)
     built = archive.stat().st_mtime_ns
     assert build_archive(NAME, store, weights).stat().st_mtime_ns == built
-    save_weights(NAME, build_model(NAME, **TINY), {"config": TINY}, weights)
+    save_weights(NAME, random_network(NAME, **TINY), {"config": TINY}, weights)
     assert build_archive(NAME, store, weights).stat().st_mtime_ns != built
 
 
 def test_traced_network_matches_eager() -> None:
-    scripted, diff = to_torchscript(build_model("model_arunet", **TINY))
+    scripted, diff = to_torchscript(random_network("model_arunet", **TINY))
     assert diff < TRACE_TOLERANCE
     x = torch.rand(2, 3, 48, 80)
     assert scripted(x).shape == x.shape
+    assert not torch.allclose(scripted(x), x)
 
 
 def test_missing_weights_say_how_to_train(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -20,10 +20,10 @@ from ts.utils.util import list_classes_from_module
 
 import handler as handler_module
 from handler import DenoiserHandler, upload_bytes
-from models import build_model
 from models.imaging import MAX_PIXELS, decode_image, encode_png
 from models.settings import THREADS_ENV, HandlerSettings
 from models.tiling import TileConfig, count_tiles, denoise_tiled
+from tests.networks import random_network
 
 YAML_CONFIG = {"handler": {"threads": 1, "tile": 32, "overlap": 8, "tile_batch": 4, "max_pixels": 5000}}
 RNG = np.random.default_rng(1)
@@ -53,7 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     threads = torch.get_num_threads()
     model_dir = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    net = build_model("model_unet", width=4, depth=2).eval()
+    net = random_network("model_unet", width=4, depth=2)
     traced = torch.jit.trace(net, torch.rand(1, 3, 32, 32))
     traced.save(str(model_dir / "model.pt"))
     context = make_context(model_dir, YAML_CONFIG)

@@ -6,6 +6,7 @@ import torch
 
 from models import MODELS, build_model, load_pretrained, save_weights
 from models.tiling import denoise_whole
+from tests.networks import random_network
 
 TINY = {"width": 4, "depth": 2}
 
@@ -30,8 +31,7 @@ def test_default_configuration_is_fully_convolutional(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_traced_module_matches_eager_at_two_sizes(name: str) -> None:
-    model = build_model(name).eval()
-    torch.nn.init.normal_(model.head.weight, std=0.1)
+    model = random_network(name)
     with torch.no_grad():
         traced = torch.jit.trace(model, torch.rand(1, 3, 128, 128))
         for shape in ((1, 3, 128, 128), (3, 3, 96, 160)):
