@@ -1,14 +1,15 @@
-"""Image folders, content hashes, D4 augmentation and the memory-mapped patch-pair dataset."""
+"""Image folders, content hashes, D4 augmentation and clean crops degraded on the fly for training."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset
+from torch.utils.data import IterableDataset, get_worker_info
+
+from models.degradations import Degradation
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -34,52 +35,61 @@ def pixel_hash(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def d4(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th of the 8 dihedral transforms (k % 4 quarter turns, then a flip if k >= 4)."""
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return x.flip(-1) if k >= 4 else x
+def random_crop(images: list[np.ndarray], weights: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``crop`` x ``crop`` patch of an image drawn in proportion to ``weights``, under a random D4 transform."""
+    image = images[rng.choice(len(images), p=weights)]
+    top = int(rng.integers(0, image.shape[0] - crop + 1))
+    left = int(rng.integers(0, image.shape[1] - crop + 1))
+    patch = np.rot90(image[top:top + crop, left:left + crop], int(rng.integers(4)))
+    return np.ascontiguousarray(patch[:, ::-1] if rng.random() < 0.5 else patch)
 
 
-def d4_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Undo ``d4(x, k)``."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, -(k % 4), dims=(-2, -1))
+def usable_images(folder: Path, crop: int) -> list[np.ndarray]:
+    """The decoded RGB images under ``folder`` whose shorter side holds at least one ``crop``."""
+    images = [image for image in map(load_rgb, list_images(folder)) if min(image.shape[:2]) >= crop]
+    if not images:
+        raise ValueError(f"no image under {folder} is at least {crop} pixels on its shorter side")
+    return images
 
 
-def read_meta(folder: Path) -> dict:
-    """The ``meta.json`` written beside a prepared set of pairs."""
-    return json.loads((Path(folder) / "meta.json").read_text())
+class DegradedCrops(IterableDataset):
+    """An endless stream of ``(noisy, clean)`` uint8 BxHxWx3 batches: random clean crops, degraded on the fly.
 
-
-class PatchPairs(Dataset):
-    """Clean/noisy uint8 patch pairs read lazily from ``clean.npy``/``noisy.npy`` memmaps.
-
-    Each item is ``(noisy, clean)`` as float CxHxW tensors in [0, 1]; with ``augment`` a
-    random crop of side ``crop`` and one of the 8 D4 transforms are drawn per item, the same
-    for both halves of the pair. ``limit`` keeps that many pairs evenly spaced over the set,
-    so a small validation subset still spans every source image.
+    Images are drawn in proportion to their area, each crop under one of the 8 D4 transforms.
+    Every loader worker has its own generator, seeded by ``(seed, stream, worker id)``: a resumed
+    run passes a new ``stream`` (its step count), so a long run never sees the same noise twice.
     """
 
-    def __init__(self, folder: Path, crop: int | None = None, augment: bool = True, limit: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.clean = np.load(self.folder / "clean.npy", mmap_mode="r")
-        self.noisy = np.load(self.folder / "noisy.npy", mmap_mode="r")
-        total = len(self.clean)
-        self.indices = np.linspace(0, total - 1, min(limit or total, total)).round().astype(int)
-        self.crop = crop
-        self.augment = augment
+    def __init__(self, images: list[np.ndarray], crop: int, batch: int, degradation: Degradation,
+                 seed: int = 0, stream: int = 0) -> None:
+        self.images, self.crop, self.batch = images, crop, batch
+        self.degradation, self.seed, self.stream = degradation, seed, stream
+        areas = np.array([image.shape[0] * image.shape[1] for image in images], dtype=np.float64)
+        self.weights = areas / areas.sum()
 
-    def __len__(self) -> int:
-        return len(self.indices)
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.stream, info.id if info else 0])
+        while True:
+            clean = np.stack([random_crop(self.images, self.weights, self.crop, rng) for _ in range(self.batch)])
+            noisy = np.stack([self.degradation(patch, rng) for patch in clean])
+            yield torch.from_numpy(noisy), torch.from_numpy(clean)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.indices[index]
-        pair = torch.from_numpy(np.stack([self.noisy[row], self.clean[row]])).permute(0, 3, 1, 2)
-        if self.crop is not None and self.crop < pair.shape[-1]:
-            top, left = (int(v) for v in torch.randint(0, pair.shape[-1] - self.crop + 1, (2,)))
-            pair = pair[..., top:top + self.crop, left:left + self.crop]
-        if self.augment:
-            pair = d4(pair, int(torch.randint(0, 8, ())))
-        pair = pair.float() / 255.0
-        return pair[0], pair[1]
+
+def fixed_pairs(images: list[np.ndarray], crop: int, count: int, degradation: Degradation,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` reproducible ``(noisy, clean)`` uint8 crops spread over ``images``: a validation set.
+
+    Crop ``i`` comes from image ``i % len(images)`` at a position and with noise drawn from
+    ``default_rng([seed, i])``, so the set depends only on the images, the seed and the degradation.
+    """
+    noisy, clean = [], []
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        image = images[index % len(images)]
+        top = int(rng.integers(0, image.shape[0] - crop + 1))
+        left = int(rng.integers(0, image.shape[1] - crop + 1))
+        patch = np.ascontiguousarray(image[top:top + crop, left:left + crop])
+        clean.append(patch)
+        noisy.append(degradation(patch, rng))
+    return torch.from_numpy(np.stack(noisy)), torch.from_numpy(np.stack(clean))

@@ -18,10 +18,15 @@ from tqdm import tqdm
 
 from models.noise import NoiseConfig, ResidualStats, add_hybrid_noise
 
-from .dataset import list_images, load_rgb, pixel_hash, read_meta
+from .dataset import list_images, load_rgb, pixel_hash
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
+
+
+def read_meta(folder: Path) -> dict:
+    """The ``meta.json`` written beside a prepared set of pairs."""
+    return json.loads((Path(folder) / "meta.json").read_text())
 
 
 def allocate(areas: list[int], count: int) -> list[int]:

@@ -1,38 +1,49 @@
-"""Train one denoiser on prepared patch pairs; keeps the best weights as safetensors.
+"""Train one denoiser on clean photographs degraded on the fly; keeps the best weights as safetensors.
 
     python -m scripts.train --model model_unet --minutes 60          # a time budget
     python -m scripts.train --model model_unet --minutes 90 --resume # extend it later
     python -m scripts.train --model model_unet --minutes 60 --init models/weights  # fine-tune
+    python -m scripts.train --model model_unet --measure             # loader vs step patches/s
 
-An "epoch" is ``--epoch-patches`` training patches followed by validation, so CPU runs
-report and checkpoint regularly. The learning rate follows a cosine schedule over the
-budget (minutes when given, else epochs). ``runs/<model>/last.pt`` holds the resumable
-state (tensors and numbers only, loaded with ``weights_only=True``); ``log.csv`` the curve.
+Every batch is a fresh draw of random crops from ``--train-src`` degraded by ``--noise`` (the
+blind mixture by default, ``models.degradations``), so no two batches share their noise. Crops
+grow from the first to the last of ``--crops`` over the run (progressive training) at a
+constant number of pixels per batch. An "epoch" is ``--epoch-patches`` patches followed by
+validation on fixed crops of ``--val-src``; the raw and the EMA weights are both scored and
+the better is kept. bf16 autocast and channels-last run where bf16 is native (``--precision``).
+The learning rate follows a cosine schedule over the budget (minutes when given, else epochs).
+``runs/<model>/last.pt`` holds the resumable state (tensors and numbers only, loaded with
+``weights_only=True``); ``log.csv`` the curve.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR, build_model, save_weights, weight_paths
+from models.degradations import PRESETS, BlindNoiseConfig, Degradation
+from models.precision import PRECISIONS, wants_bf16
 
-from .dataset import PatchPairs, read_meta
+from .dataset import DegradedCrops, fixed_pairs, usable_images
 
 REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+NOISES: dict[str, Degradation] = {"blind": BlindNoiseConfig(), **PRESETS}
 
 
 @dataclass
@@ -40,28 +51,51 @@ class TrainConfig:
     """Everything a training run depends on."""
 
     model: str
-    data: Path = REPO / "data"
+    train_src: Path = CORPUS / "train"
+    val_src: Path = CORPUS / "val"
+    noise: str = "blind"
     run_dir: Path | None = None
     weights_dir: Path = WEIGHTS_DIR
     arch: dict[str, Any] = field(default_factory=dict)
-    crop: int = 64
+    crops: tuple[int, ...] = (64, 128)
     batch: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-4
     loss: str = "charbonnier"
+    ema: float = 0.999
+    precision: str = "auto"
     minutes: float | None = None
     epochs: int = 100
     epoch_patches: int = 4096
-    val_limit: int | None = 256
+    val_patches: int = 256
+    val_crop: int = 128
+    workers: int = 1
     threads: int | None = None
     seed: int = 0
     resume: bool = False
     init: Path | None = None
 
     def __post_init__(self) -> None:
-        self.data, self.weights_dir = Path(self.data), Path(self.weights_dir)
+        self.train_src, self.val_src, self.weights_dir = Path(self.train_src), Path(self.val_src), Path(self.weights_dir)
         self.init = Path(self.init) if self.init else None
         self.run_dir = Path(self.run_dir) if self.run_dir else REPO / "runs" / self.model
+        self.crops = tuple(self.crops)
+        if self.noise not in NOISES:
+            raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISES)}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"a budget of {self.minutes} minutes trains no step")
+        if self.epochs < 1 or self.epoch_patches < self.batch_for(self.crops[0]):
+            raise ValueError(
+                f"{self.epochs} epochs of {self.epoch_patches} patches give no step at batch {self.batch_for(self.crops[0])}"
+            )
+
+    def batch_for(self, crop: int) -> int:
+        """Patches per step at ``crop``: ``batch`` at the first crop, then as many pixels per step."""
+        return max(1, self.batch * self.crops[0] ** 2 // crop**2)
+
+    def crop_at(self, progress: float) -> int:
+        """The crop side for a run this far through its budget (equal shares per crop)."""
+        return self.crops[min(int(progress * len(self.crops)), len(self.crops) - 1)]
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -86,20 +120,26 @@ def pick_device(threads: int | None) -> torch.device:
     return torch.device("cpu")
 
 
+def to_batch(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 BxHxWx3 pixels as a float BxCxHxW channels-last tensor in [0, 1] on ``device``."""
+    return pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+
+
 @torch.inference_mode()
-def validate(model: torch.nn.Module, loader: DataLoader, loss_fn, device: torch.device) -> tuple[float, float]:
-    """Mean loss and mean per-patch PSNR of ``model`` over ``loader``."""
+def validate(model: torch.nn.Module, pairs: tuple[torch.Tensor, torch.Tensor], loss_fn, device: torch.device,
+             bf16: bool, batch: int = 32) -> tuple[float, float]:
+    """Mean loss and mean per-patch PSNR of ``model`` over the fixed validation pairs."""
+    was_training = model.training
     model.eval()
     losses, scores = [], []
-    for noisy, clean in loader:
-        noisy, clean = noisy.to(device), clean.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    for first in range(0, len(pairs[0]), batch):
+        noisy, clean = (to_batch(t[first:first + batch], device) for t in pairs)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(noisy).float()
         losses.append(float(loss_fn(out, clean)) * len(noisy))
         scores.append(psnr(out, clean))
-    model.train()
-    count = sum(len(s) for s in scores)
-    return sum(losses) / count, float(torch.cat(scores).mean())
+    model.train(was_training)
+    return sum(losses) / len(pairs[0]), float(torch.cat(scores).mean())
 
 
 def cosine_lr(base: float, progress: float, warmup: float = 0.02) -> float:
@@ -115,106 +155,198 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.raised = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._raise)
 
     def _raise(self, *_: object) -> None:
         self.raised = True
 
+    @contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        """Catch SIGTERM and SIGINT while the block runs, then restore the previous handlers."""
+        previous = {sig: signal.signal(sig, self._raise) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class Batches:
+    """Training batches at the crop the run's progress asks for; the loader is rebuilt when the crop changes."""
+
+    def __init__(self, cfg: TrainConfig, stream: int) -> None:
+        self.cfg, self.stream = cfg, stream
+        self.images = usable_images(cfg.train_src, max(cfg.crops))
+        self.crop: int | None = None
+        self.iterator: Iterator | None = None
+
+    def next(self, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next uint8 ``(noisy, clean)`` batch for a run ``progress`` through its budget."""
+        crop = self.cfg.crop_at(progress)
+        if crop != self.crop:
+            self.crop, self.stream = crop, self.stream + 1
+            dataset = DegradedCrops(self.images, crop, self.cfg.batch_for(crop), NOISES[self.cfg.noise],
+                                    self.cfg.seed, self.stream)
+            workers = self.cfg.workers
+            self.iterator = iter(DataLoader(dataset, batch_size=None, num_workers=workers,
+                                            pin_memory=torch.cuda.is_available(),
+                                            prefetch_factor=4 if workers else None,
+                                            persistent_workers=False))
+        return next(self.iterator)
+
+
+class Trainer:
+    """The model, its EMA copy, optimiser and counters of one run, with checkpointing."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.bf16 = wants_bf16(cfg.precision, device)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, **cfg.arch).to(device).to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.loss_fn = LOSSES[cfg.loss]
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "patches": 0, "elapsed": 0.0,
+                                      "best_psnr": -math.inf, "warm_start": {}}
+        self.checkpoint_path = cfg.run_dir / "last.pt"
+
+    def restore(self) -> None:
+        """Resume from the run's checkpoint, or start fresh (from ``init`` weights when given)."""
+        if self.cfg.resume and self.checkpoint_path.exists():
+            saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(saved["model"])
+            self.ema.load_state_dict(saved["ema"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["rng"])
+            self.state = saved["state"]
+            return
+        (self.cfg.run_dir / "log.csv").unlink(missing_ok=True)
+        if self.cfg.init is not None:
+            self.state["warm_start"] = warm_start(self.model, self.cfg.model, self.cfg.init)
+            self.ema.load_state_dict(self.model.state_dict())
+
+    def progress(self) -> float:
+        """How far the run is through its budget, from 0 to 1."""
+        if self.cfg.minutes is not None:
+            return self.state["elapsed"] / (self.cfg.minutes * 60)
+        total = self.cfg.epochs * self.cfg.epoch_patches
+        return self.state["patches"] / total
+
+    def step(self, noisy: torch.Tensor, clean: torch.Tensor) -> float:
+        """One optimiser step on a uint8 batch at the scheduled learning rate; returns the loss."""
+        lr = cosine_lr(self.cfg.lr, self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        noisy, clean = to_batch(noisy, self.device), to_batch(clean, self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.loss_fn(self.model(noisy).float(), clean)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - self.cfg.ema)
+        self.state["step"] += 1
+        self.state["patches"] += len(noisy)
+        return loss.item()
+
+    def save_checkpoint(self) -> None:
+        """Write everything needed to resume (tensors and numbers only)."""
+        torch.save({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                    "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                    "state": self.state}, self.checkpoint_path)
+
+
+def append_log(path: Path, row: dict) -> None:
+    """Append one row to the run's CSV curve (header on the first)."""
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if handle.tell() == 0:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def run_summary(cfg: TrainConfig, trainer: Trainer, val_psnr: float, noisy_psnr: float, weights: str) -> dict:
+    """The JSON written beside the weights: architecture, configuration and how they were trained."""
+    state = trainer.state
+    return {
+        "model": cfg.model, "architecture": MODELS[cfg.model].architecture.__name__,
+        "config": {**MODELS[cfg.model].config, **cfg.arch},
+        "training": {
+            "epochs": state["epoch"], "patches_seen": state["patches"], "steps": state["step"],
+            "val_psnr": round(val_psnr, 3), "val_psnr_noisy": round(noisy_psnr, 3), "weights": weights,
+            "wall_minutes": round(state["elapsed"] / 60, 1),
+            "patches_per_s": round(state["patches"] / max(state["elapsed"], 1e-9), 1),
+            "device": device_name(trainer.device), "precision": "bf16" if trainer.bf16 else "fp32",
+            "noise": cfg.noise, "crops": list(cfg.crops), "batch": cfg.batch, "loss": cfg.loss, "lr": cfg.lr,
+            "ema": cfg.ema, "val_patches": cfg.val_patches, "val_crop": cfg.val_crop,
+            **({"warm_start": state["warm_start"]} if state.get("warm_start") else {}),
+        },
+    }
+
 
 def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training as configured; returns the summary written beside the weights."""
+    """Run (or resume) training as configured; returns the summary written beside the best weights."""
     device = pick_device(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, **cfg.arch).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = LOSSES[cfg.loss]
-    train_set = PatchPairs(cfg.data / "train", crop=cfg.crop)
-    val_set = PatchPairs(cfg.data / "val", augment=False, limit=cfg.val_limit)
-    sampler = torch.utils.data.RandomSampler(train_set, replacement=True, num_samples=cfg.epoch_patches)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch, sampler=sampler, drop_last=True)
-    val_loader = DataLoader(val_set, batch_size=32)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, log_path = cfg.run_dir / "last.pt", cfg.run_dir / "log.csv"
-    state = {"epoch": 0, "step": 0, "patches": 0, "elapsed": 0.0, "best_psnr": -math.inf, "warm_start": {}}
-    if cfg.resume and checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng"])
-        state = saved["state"]
-    else:
-        log_path.unlink(missing_ok=True)
-        if cfg.init is not None:
-            state["warm_start"] = warm_start(model, cfg.model, cfg.init)
-    _, noisy_psnr = validate(torch.nn.Identity(), val_loader, loss_fn, device)
-    total_steps = cfg.epochs * (cfg.epoch_patches // cfg.batch)
-    stop = StopFlag()
-    summary: dict = {}
-
-    def progress() -> float:
-        if cfg.minutes is not None:
-            return state["elapsed"] / (cfg.minutes * 60)
-        return state["step"] / total_steps
-
-    model.train()
-    while state["epoch"] < cfg.epochs and progress() < 1 and not stop.raised:
-        epoch_loss, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{cfg.model} epoch {state['epoch'] + 1}", unit="batch", leave=False)
-        for noisy, clean in bar:
-            started = time.perf_counter()
-            lr = cosine_lr(cfg.lr, progress())
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            noisy = noisy.to(device).contiguous(memory_format=torch.channels_last)
-            clean = clean.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(model(noisy).float(), clean)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state["step"] += 1
-            state["patches"] += len(noisy)
-            state["elapsed"] += time.perf_counter() - started
-            value = loss.item()
-            epoch_loss, seen = epoch_loss + value * len(noisy), seen + len(noisy)
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.1e}")
-            if progress() >= 1 or stop.raised:
-                break
-        bar.close()
-        state["epoch"] += 1
-        val_loss, val_psnr = validate(model, val_loader, loss_fn, device)
-        row = {
-            "epoch": state["epoch"], "step": state["step"], "patches": state["patches"],
-            "elapsed_s": round(state["elapsed"], 1), "lr": lr, "train_loss": epoch_loss / max(seen, 1),
-            "val_loss": val_loss, "val_psnr": val_psnr,
-        }
-        with log_path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if handle.tell() == 0:
-                writer.writeheader()
-            writer.writerow(row)
-        print(f"{cfg.model} epoch {state['epoch']}: loss {row['train_loss']:.4f}, val PSNR {val_psnr:.2f} dB "
-              f"(noisy {noisy_psnr:.2f}), {state['patches']} patches, {state['elapsed'] / 60:.1f} min", flush=True)
-        if val_psnr > state["best_psnr"]:
-            state["best_psnr"] = val_psnr
-            summary = {
-                "model": cfg.model, "architecture": MODELS[cfg.model].architecture.__name__,
-                "config": {**MODELS[cfg.model].config, **cfg.arch},
-                "training": {
-                    "epochs": state["epoch"], "patches_seen": state["patches"], "steps": state["step"],
-                    "val_psnr": round(val_psnr, 3), "val_psnr_noisy": round(noisy_psnr, 3),
-                    "wall_minutes": round(state["elapsed"] / 60, 1), "device": device_name(device),
-                    "crop": cfg.crop, "batch": cfg.batch, "loss": cfg.loss, "lr": cfg.lr,
-                    "train_pairs": len(train_set), "val_pairs": len(val_set),
-                    "sigma_eff_val": round(read_meta(cfg.data / "val").get("sigma_eff", float("nan")), 2),
-                    **({"warm_start": state["warm_start"]} if state.get("warm_start") else {}),
-                },
+    trainer = Trainer(cfg, device)
+    trainer.restore()
+    val_images = usable_images(cfg.val_src, cfg.val_crop)
+    val_pairs = fixed_pairs(val_images, cfg.val_crop, cfg.val_patches, NOISES[cfg.noise], seed=cfg.seed + 1)
+    _, noisy_psnr = validate(torch.nn.Identity(), val_pairs, trainer.loss_fn, device, False)
+    batches = Batches(cfg, stream=trainer.state["step"])
+    state, summary = trainer.state, {}
+    trainer.model.train()
+    with StopFlag().installed() as stop:
+        while state["epoch"] < cfg.epochs and trainer.progress() < 1 and not stop.raised:
+            epoch_loss, seen, target = 0.0, 0, state["patches"] + cfg.epoch_patches
+            while state["patches"] < target and trainer.progress() < 1 and not stop.raised:
+                started = time.perf_counter()
+                noisy, clean = batches.next(trainer.progress())
+                value = trainer.step(noisy, clean)
+                state["elapsed"] += time.perf_counter() - started
+                epoch_loss, seen = epoch_loss + value * len(noisy), seen + len(noisy)
+            state["epoch"] += 1
+            scores = {name: validate(net, val_pairs, trainer.loss_fn, device, trainer.bf16)
+                      for name, net in (("raw", trainer.model), ("ema", trainer.ema))}
+            best_name = max(scores, key=lambda name: scores[name][1])
+            val_loss, val_psnr = scores[best_name]
+            row = {
+                "epoch": state["epoch"], "step": state["step"], "patches": state["patches"],
+                "elapsed_s": round(state["elapsed"], 1), "crop": batches.crop,
+                "lr": cosine_lr(cfg.lr, trainer.progress()), "train_loss": epoch_loss / max(seen, 1),
+                "val_loss": val_loss, "val_psnr": val_psnr,
+                "val_psnr_raw": scores["raw"][1], "val_psnr_ema": scores["ema"][1],
             }
-            save_weights(cfg.model, model, summary, cfg.weights_dir)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state(), "state": state}, checkpoint_path)
+            append_log(cfg.run_dir / "log.csv", row)
+            print(f"{cfg.model} epoch {state['epoch']}: loss {row['train_loss']:.4f}, val PSNR raw "
+                  f"{scores['raw'][1]:.2f} / EMA {scores['ema'][1]:.2f} dB (noisy {noisy_psnr:.2f}), crop "
+                  f"{batches.crop}, {state['patches']} patches, {state['patches'] / max(state['elapsed'], 1e-9):.0f}/s, "
+                  f"{state['elapsed'] / 60:.1f} min", flush=True)
+            if val_psnr > state["best_psnr"]:
+                state["best_psnr"] = val_psnr
+                summary = run_summary(cfg, trainer, val_psnr, noisy_psnr, best_name)
+                best = trainer.model if best_name == "raw" else trainer.ema
+                save_weights(cfg.model, best, summary, cfg.weights_dir)
+            trainer.save_checkpoint()
     return summary
+
+
+def measure(cfg: TrainConfig, batches_timed: int = 20) -> dict[str, float]:
+    """Patches per second of the loader alone and of the training step alone, at the first crop."""
+    device = pick_device(cfg.threads)
+    trainer = Trainer(cfg, device)
+    loader = Batches(cfg, stream=0)
+    rates = {}
+    started = time.perf_counter()
+    held = [loader.next(0.0) for _ in range(batches_timed)]
+    rates["loader_patches_per_s"] = sum(len(n) for n, _ in held) / (time.perf_counter() - started)
+    trainer.step(*held[0])
+    started = time.perf_counter()
+    for noisy, clean in held:
+        trainer.step(noisy, clean)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    rates["step_patches_per_s"] = sum(len(n) for n, _ in held) / (time.perf_counter() - started)
+    return rates
 
 
 def warm_start(model: torch.nn.Module, name: str, weights_dir: Path) -> dict:
@@ -239,8 +371,9 @@ def training_runs(training: dict) -> list[dict]:
 def summary_table(weights_dir: Path = WEIGHTS_DIR) -> str:
     """A Markdown table of every saved model's training, warm starts added up, from the JSON beside its weights."""
     lines = [
-        "| model | width / depth | runs | patches seen | crop | wall minutes | device | val PSNR (noisy) |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| model | width / depth | runs | patches seen | noise | crops | wall minutes | patches/s | device, precision "
+        "| val PSNR (noisy) |",
+        "|---|---|---:|---:|---|---|---:|---:|---|---|",
     ]
     for name, spec in MODELS.items():
         _, info_path = weight_paths(name, weights_dir)
@@ -249,10 +382,13 @@ def summary_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         info = json.loads(info_path.read_text())
         runs = training_runs(info.get("training", {}))
         last = runs[-1]
+        crops = "/".join(str(c) for c in last.get("crops", [last.get("crop")]))
         lines.append(
             f"| {spec.title} | {info['config']['width']} / {info['config']['depth']} | {len(runs)} "
-            f"| {sum(r['patches_seen'] for r in runs):,} | {last['crop']} | {sum(r['wall_minutes'] for r in runs):.0f} "
-            f"| {last['device']} | {last['val_psnr']:.2f} dB ({last['val_psnr_noisy']:.2f} dB) |"
+            f"| {sum(r['patches_seen'] for r in runs):,} | {last.get('noise', 'hybrid')} | {crops} "
+            f"| {sum(r['wall_minutes'] for r in runs):.0f} | {last.get('patches_per_s', '-')} "
+            f"| {last['device']}, {last.get('precision', 'fp32')} "
+            f"| {last['val_psnr']:.2f} dB ({last['val_psnr_noisy']:.2f} dB) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -265,20 +401,25 @@ def device_name(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse the command line and train."""
+    """Parse the command line and train (or print the summary table, or measure loader and step rates)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODELS))
     parser.add_argument("--summary", action="store_true", help="print the saved models' training table and exit")
-    parser.add_argument("--data", type=Path, default=TrainConfig.data)
+    parser.add_argument("--measure", action="store_true", help="print loader and training-step patches/s and exit")
+    parser.add_argument("--train-src", type=Path, default=TrainConfig.train_src, help="clean training photos")
+    parser.add_argument("--val-src", type=Path, default=TrainConfig.val_src, help="clean validation photos")
+    parser.add_argument("--noise", choices=list(NOISES), default=TrainConfig.noise)
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--width", type=int, help="override the registry's width")
     parser.add_argument("--depth", type=int, help="override the registry's depth")
-    for name in ("crop", "batch", "epochs", "epoch_patches", "val_limit", "threads", "seed"):
+    parser.add_argument("--crops", type=int, nargs="+", default=list(TrainConfig.crops), help="progressive crop sides")
+    for name in ("batch", "epochs", "epoch_patches", "val_patches", "val_crop", "workers", "threads", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(TrainConfig, name))
-    for name in ("lr", "weight_decay", "minutes"):
+    for name in ("lr", "weight_decay", "ema", "minutes"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(TrainConfig, name))
     parser.add_argument("--loss", choices=sorted(LOSSES), default=TrainConfig.loss)
+    parser.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision)
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
     parser.add_argument("--init", type=Path, help="start from the weights saved in this folder (fine-tuning)")
     args = vars(parser.parse_args(argv))
@@ -287,9 +428,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args["model"] is None:
         parser.error("--model is required")
+    measuring = args.pop("measure")
     arch = {k: args.pop(k) for k in ("width", "depth") if args[k] is not None}
     args.pop("width", None), args.pop("depth", None)
-    summary = train(TrainConfig(arch=arch, **args))
+    cfg = TrainConfig(arch=arch, **args)
+    if measuring:
+        print(json.dumps(measure(cfg)))
+        return
+    summary = train(cfg)
     print(summary.get("training", "no epoch finished"))
 
 

@@ -1,4 +1,4 @@
-"""D4 augmentation, image folders and the memory-mapped patch-pair dataset."""
+"""Image folders, pixel hashes, random D4 crops and the on-the-fly degraded training stream."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,15 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts.dataset import PatchPairs, d4, d4_inverse, list_images, load_rgb, pixel_hash
-
-
-def test_d4_transforms_are_invertible_and_cover_all_eight() -> None:
-    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
-    images = {tuple(d4(x, k).flatten().tolist()) for k in range(8)}
-    assert len(images) == 8
-    for k in range(8):
-        assert torch.equal(d4_inverse(d4(x, k), k), x)
+from scripts.dataset import DegradedCrops, fixed_pairs, list_images, load_rgb, pixel_hash, random_crop, usable_images
 
 
 def test_list_images_finds_every_format_recursively(tmp_path) -> None:
@@ -44,39 +36,51 @@ def test_pixel_hash_ignores_the_file_format(tmp_path) -> None:
     assert pixel_hash(pixels) != pixel_hash(pixels[:, ::-1])
 
 
-def make_pairs(folder, count: int = 10, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    generator = np.random.default_rng(0)
-    clean = generator.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-    noisy = generator.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "clean.npy", clean)
-    np.save(folder / "noisy.npy", noisy)
-    return clean, noisy
+def identity_noise(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return clean ^ 1
 
 
-def test_patch_pairs_apply_the_same_crop_and_transform_to_both_halves(tmp_path) -> None:
-    clean, noisy = make_pairs(tmp_path)
-    torch.manual_seed(0)
-    dataset = PatchPairs(tmp_path, crop=8)
-    for index in range(len(dataset)):
-        got_noisy, got_clean = dataset[index]
-        assert got_noisy.shape == got_clean.shape == (3, 8, 8)
-        matches = [
-            (k, top, left)
-            for k in range(8) for top in range(9) for left in range(9)
-            if torch.equal(d4_inverse(got_clean, k), torch.from_numpy(clean[index, top:top + 8, left:left + 8]).permute(2, 0, 1) / 255.0)
-        ]
-        assert any(
-            torch.equal(d4_inverse(got_noisy, k), torch.from_numpy(noisy[index, t:t + 8, l:l + 8]).permute(2, 0, 1) / 255.0)
-            for k, t, l in matches
-        )
+def d4_variants(patch: np.ndarray) -> list[np.ndarray]:
+    turns = [np.rot90(patch, k) for k in range(4)]
+    return turns + [t[:, ::-1] for t in turns]
 
 
-def test_patch_pairs_without_augmentation_and_limit_spread_over_the_set(tmp_path) -> None:
-    clean, noisy = make_pairs(tmp_path, count=10)
-    dataset = PatchPairs(tmp_path, augment=False, limit=4)
-    assert len(dataset) == 4
-    assert dataset.indices.tolist() == [0, 3, 6, 9]
-    got_noisy, got_clean = dataset[3]
-    assert torch.equal(got_clean, torch.from_numpy(clean[9]).permute(2, 0, 1) / 255.0)
-    assert torch.equal(got_noisy, torch.from_numpy(noisy[9]).permute(2, 0, 1) / 255.0)
+def test_random_crop_is_a_d4_transform_of_a_window_of_the_image() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    generator = np.random.default_rng(1)
+    seen = set()
+    for _ in range(64):
+        patch = random_crop([image], np.array([1.0]), 8, generator)
+        windows = [image[t:t + 8, l:l + 8] for t in range(13) for l in range(23)]
+        found = [k for w in windows for k, v in enumerate(d4_variants(w)) if np.array_equal(v, patch)]
+        assert found
+        seen.update(found)
+    assert len(seen) == 8
+
+
+def test_degraded_crops_stream_batches_with_their_own_noise_per_stream() -> None:
+    images = [np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8) for i in range(2)]
+    first = next(iter(DegradedCrops(images, 16, 4, identity_noise, seed=0, stream=0)))
+    again = next(iter(DegradedCrops(images, 16, 4, identity_noise, seed=0, stream=0)))
+    other = next(iter(DegradedCrops(images, 16, 4, identity_noise, seed=0, stream=1)))
+    noisy, clean = first
+    assert noisy.shape == clean.shape == (4, 16, 16, 3) and noisy.dtype == torch.uint8
+    assert torch.equal(noisy, clean ^ 1)
+    assert torch.equal(first[1], again[1]) and not torch.equal(first[1], other[1])
+
+
+def test_fixed_pairs_are_reproducible_and_cycle_over_the_images() -> None:
+    images = [np.full((32, 32, 3), v, dtype=np.uint8) for v in (10, 200)]
+    noisy, clean = fixed_pairs(images, 16, 5, identity_noise, seed=3)
+    assert clean.shape == (5, 16, 16, 3)
+    assert [int(c[0, 0, 0]) for c in clean] == [10, 200, 10, 200, 10]
+    assert torch.equal(noisy, clean ^ 1)
+    assert torch.equal(fixed_pairs(images, 16, 5, identity_noise, seed=3)[1], clean)
+
+
+def test_usable_images_skip_small_ones_and_refuse_an_empty_set(tmp_path) -> None:
+    Image.new("RGB", (64, 48)).save(tmp_path / "big.png")
+    Image.new("RGB", (20, 64)).save(tmp_path / "thin.png")
+    assert [im.shape for im in usable_images(tmp_path, 32)] == [(48, 64, 3)]
+    with pytest.raises(ValueError, match="at least 64 pixels"):
+        usable_images(tmp_path, 64)

@@ -3,34 +3,42 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 
 import pytest
 import torch
 
 from models import load_pretrained
-from models.noise import NoiseConfig
-from scripts.prepare_dataset import prepare_pairs
-from scripts.train import TrainConfig, charbonnier, cosine_lr, psnr, summary_table, train, training_runs
+from scripts.train import (
+    StopFlag,
+    TrainConfig,
+    charbonnier,
+    cosine_lr,
+    measure,
+    psnr,
+    summary_table,
+    train,
+    training_runs,
+)
 
 from .test_prepare_dataset import write_images
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    write_images(root / "src_train", 4, seed=1, size=(96, 96))
-    write_images(root / "src_val", 2, seed=2, size=(96, 96))
-    smooth = NoiseConfig.gaussian(25)
-    prepare_pairs(root / "src_train", root / "data" / "train", 320, patch=32, seed=0, config=smooth)
-    prepare_pairs(root / "src_val", root / "data" / "val", 32, patch=32, seed=1, config=smooth)
-    return root / "data"
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    write_images(root / "train", 4, seed=1, size=(96, 96))
+    write_images(root / "val", 2, seed=2, size=(96, 96))
+    return root
 
 
-def config(pairs, tmp_path, **overrides) -> TrainConfig:
+def config(photos, tmp_path, **overrides) -> TrainConfig:
     settings = dict(
-        model="model_runet", data=pairs, run_dir=tmp_path / "run", weights_dir=tmp_path / "weights",
-        arch={"width": 8, "depth": 2}, crop=32, batch=8, lr=2e-3, epochs=3, epoch_patches=160,
-        val_limit=None, threads=1,
+        model="model_runet", train_src=photos / "train", val_src=photos / "val", noise="gaussian25",
+        run_dir=tmp_path / "run", weights_dir=tmp_path / "weights", arch={"width": 8, "depth": 2},
+        crops=(32,), batch=8, lr=2e-3, epochs=3, epoch_patches=160, val_patches=16, val_crop=32,
+        workers=0, threads=1, precision="fp32",
     )
     return TrainConfig(**{**settings, **overrides})
 
@@ -40,8 +48,8 @@ def log_rows(run_dir) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_a_short_run_lowers_the_validation_loss(pairs, tmp_path) -> None:
-    summary = train(config(pairs, tmp_path))
+def test_a_short_run_lowers_the_validation_loss(photos, tmp_path) -> None:
+    summary = train(config(photos, tmp_path))
     rows = log_rows(tmp_path / "run")
     assert len(rows) == 3
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
@@ -53,18 +61,18 @@ def test_a_short_run_lowers_the_validation_loss(pairs, tmp_path) -> None:
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
 
-def test_resume_continues_from_the_checkpoint(pairs, tmp_path) -> None:
-    train(config(pairs, tmp_path, epochs=1))
+def test_resume_continues_from_the_checkpoint(photos, tmp_path) -> None:
+    train(config(photos, tmp_path, epochs=1))
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert checkpoint["state"]["epoch"] == 1
-    train(config(pairs, tmp_path, epochs=2, resume=True))
+    train(config(photos, tmp_path, epochs=2, resume=True))
     rows = log_rows(tmp_path / "run")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert int(rows[1]["step"]) == 2 * 160 // 8
 
 
-def test_minutes_budget_stops_the_run(pairs, tmp_path) -> None:
-    train(config(pairs, tmp_path, epochs=100, minutes=0.05))
+def test_minutes_budget_stops_the_run(photos, tmp_path) -> None:
+    train(config(photos, tmp_path, epochs=100, minutes=0.05))
     rows = log_rows(tmp_path / "run")
     assert 1 <= len(rows) < 100
     assert float(rows[-1]["elapsed_s"]) >= 3.0
@@ -79,10 +87,10 @@ def test_schedule_and_metrics() -> None:
     assert charbonnier(x, x).item() == pytest.approx(1e-3)
 
 
-def test_init_fine_tunes_saved_weights_and_the_summary_adds_up(pairs, tmp_path) -> None:
-    first = train(config(pairs, tmp_path / "first", epochs=1))
+def test_init_fine_tunes_saved_weights_and_the_summary_adds_up(photos, tmp_path) -> None:
+    first = train(config(photos, tmp_path / "first", epochs=1))
     start = load_pretrained("model_runet", tmp_path / "first" / "weights")
-    tuned = config(pairs, tmp_path / "second", epochs=1, lr=1e-9, init=tmp_path / "first" / "weights")
+    tuned = config(photos, tmp_path / "second", epochs=1, lr=1e-9, init=tmp_path / "first" / "weights")
     second = train(tuned)
     assert second["training"]["warm_start"] == first["training"]
     after = load_pretrained("model_runet", tmp_path / "second" / "weights")
@@ -91,4 +99,40 @@ def test_init_fine_tunes_saved_weights_and_the_summary_adds_up(pairs, tmp_path) 
     runs = training_runs(second["training"])
     assert [r["patches_seen"] for r in runs] == [160, 160]
     table = summary_table(tmp_path / "second" / "weights")
-    assert "| Residual U-Net | 8 / 2 | 2 | 320 | 32 |" in table
+    assert "| Residual U-Net | 8 / 2 | 2 | 320 | gaussian25 | 32 |" in table
+    assert "cpu (1 threads), fp32" in table
+
+
+def test_crops_grow_over_the_run_at_constant_pixels_per_batch(photos, tmp_path) -> None:
+    cfg = config(photos, tmp_path, crops=(16, 32), epochs=2, epoch_patches=64)
+    assert [cfg.crop_at(p) for p in (0.0, 0.49, 0.5, 1.0)] == [16, 16, 32, 32]
+    assert cfg.batch_for(16) == 8 and cfg.batch_for(32) == 2
+    train(cfg)
+    assert [int(r["crop"]) for r in log_rows(tmp_path / "run")] == [16, 32]
+
+
+def test_both_raw_and_ema_weights_are_scored(photos, tmp_path) -> None:
+    summary = train(config(photos, tmp_path, epochs=1, ema=0.5))
+    row = log_rows(tmp_path / "run")[0]
+    assert float(row["val_psnr"]) == max(float(row["val_psnr_raw"]), float(row["val_psnr_ema"]))
+    assert summary["training"]["weights"] in {"raw", "ema"}
+    assert summary["training"]["precision"] == "fp32" and summary["training"]["patches_per_s"] > 0
+
+
+@pytest.mark.parametrize("overrides", [{"minutes": 0}, {"epochs": 0}, {"epoch_patches": 4}, {"noise": "pink"}])
+def test_budgets_that_give_no_step_and_unknown_noise_are_refused(photos, tmp_path, overrides) -> None:
+    with pytest.raises(ValueError):
+        config(photos, tmp_path, **overrides)
+
+
+def test_stop_flag_catches_sigterm_and_restores_the_previous_handlers() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    with StopFlag().installed() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.raised
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_measure_reports_loader_and_step_rates(photos, tmp_path) -> None:
+    rates = measure(config(photos, tmp_path), batches_timed=2)
+    assert rates["loader_patches_per_s"] > 0 and rates["step_patches_per_s"] > 0
