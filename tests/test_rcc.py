@@ -2,73 +2,11 @@
 from __future__ import annotations
 
 import struct
-import zlib
 
 import pytest
 
-from scripts.rcc import COMPRESSED, COMPRESSED_ZSTD, DIRECTORY, RccBundle, RccError, main
-
-
-def build_rcc(files: dict[str, bytes], compressed: set[str] = frozenset(), version: int = 3, zstd: set[str] = frozenset()) -> bytes:
-    """A Qt resource bundle holding ``files`` (path -> bytes), laid out as ``rcc`` lays it out.
-
-    Nodes are numbered breadth first, each folder's children contiguous; names are stored once
-    each, data one entry per file (``qCompress`` framing for the ``compressed`` paths).
-    """
-    tree: dict = {}
-    for path, data in files.items():
-        *folders, leaf = path.split("/")
-        node = tree
-        for folder in folders:
-            node = node.setdefault(folder, {})
-        node[leaf] = path
-    names, name_offsets = bytearray(), {}
-    payload, data_offsets = bytearray(), {}
-
-    def name_offset(name: str) -> int:
-        if name not in name_offsets:
-            name_offsets[name] = len(names)
-            encoded = name.encode("utf-16-be")
-            names.extend(struct.pack(">HI", len(encoded) // 2, zlib.crc32(encoded)) + encoded)
-        return name_offsets[name]
-
-    def data_offset(path: str) -> int:
-        data = files[path]
-        if path in compressed:
-            data = struct.pack(">I", len(data)) + zlib.compress(data)
-        data_offsets[path] = len(payload)
-        payload.extend(struct.pack(">I", len(data)) + data)
-        return data_offsets[path]
-
-    nodes: list[bytes] = []
-    stamp = b"" if version == 1 else struct.pack(">Q", 0)
-    queue = [("", tree)]
-    nodes.append(b"")  # the root, filled in below
-    slots = {id(tree): 0}
-    while queue:
-        name, folder = queue.pop(0)
-        first = len(nodes)
-        children = sorted(folder.items())
-        for _ in children:
-            nodes.append(b"")
-        for index, (child_name, child) in enumerate(children):
-            slot = first + index
-            if isinstance(child, dict):
-                slots[id(child)] = slot
-                queue.append((child_name, child))
-            else:
-                flags = (COMPRESSED if child in compressed else 0) | (COMPRESSED_ZSTD if child in zstd else 0)
-                nodes[slot] = struct.pack(">IHHHI", name_offset(child_name), flags, 0, 0, data_offset(child)) + stamp
-        nodes[slots[id(folder)]] = struct.pack(">IHII", name_offset(name), DIRECTORY, len(children), first) + stamp
-    header_size = 24 if version == 3 else 20
-    tree_bytes = b"".join(nodes)
-    data_at = header_size
-    names_at = data_at + len(payload)
-    tree_at = names_at + len(names)
-    header = b"qres" + struct.pack(">4I", version, tree_at, data_at, names_at)
-    if version == 3:
-        header += struct.pack(">I", 0)
-    return header + bytes(payload) + bytes(names) + tree_bytes
+from scripts.rcc import RccBundle, RccError, main
+from tests.fake_packages import build_rcc
 
 
 FILES = {
