@@ -51,7 +51,10 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def deb_version(deb: Path) -> str:
     """The ``Version`` field of a .deb file."""
-    return run(["dpkg-deb", "--field", str(deb), "Version"], deb.parent).stdout.strip()
+    done = run(["dpkg-deb", "--field", str(deb), "Version"], deb.parent)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise FetchError(f"{deb} is not a readable Debian package (an interrupted download?); delete it and run again")
+    return done.stdout.strip()
 
 
 def deb_prefix(name: str, version: str) -> str:

@@ -107,6 +107,13 @@ def test_pip_is_asked_for_a_binary_wheel_of_the_exact_version(tmp_path, monkeypa
     assert "--no-deps" in command and "--only-binary=:all:" in command
 
 
+def test_a_broken_deb_is_reported(tmp_path) -> None:
+    (tmp_path / "debs").mkdir()
+    (tmp_path / "debs" / "fake-backgrounds_4%3a1.0-1_all.deb").write_bytes(b"not an archive")
+    with pytest.raises(FetchError, match="not a readable Debian package"):
+        SourceCache(tmp_path).fetch(DEB)
+
+
 def test_an_unknown_source_kind_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown source kind"):
         SourceCache(tmp_path).fetch(Source("x", "rpm", "1"))
