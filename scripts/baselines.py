@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tune", action="store_true", help="run the grid search (the only action)")
-    parser.add_argument("--images", type=Path, help="validation images, never training ones (default: the corpus's val/)")
+    parser.add_argument("--images", type=Path,
+                        help="validation images, never training ones (default: the corpus's val/)")
     parser.add_argument("--setting", choices=list(SETTINGS), default="hybrid")
     parser.add_argument("--methods", nargs="+", choices=list(BASELINES), default=list(BASELINES))
     parser.add_argument("--factors", type=float, nargs="+", help="instead of each method's default grid")

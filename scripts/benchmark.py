@@ -314,13 +314,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--threads", type=int, default=BenchConfig.threads)
     parser.add_argument("--repeats", type=int, help=f"default {BenchConfig.repeats} ({QUICK['repeats']} with --quick)")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--image", type=Path, help=f"photograph the inputs are made from (default: {BENCH_IMAGE} of the corpus's val/)")
+    parser.add_argument("--image", type=Path,
+                        help=f"photograph the inputs are made from (default: {BENCH_IMAGE} of the corpus's val/)")
     parser.add_argument("--url", help="inference API of a running TorchServe for the http section")
     parser.add_argument("--quick", action="store_true", help="tiny inputs and few repetitions")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
+    image = args.image or split_argument(parser, None, "val") / BENCH_IMAGE
     cfg = BenchConfig(
-        threads=args.threads, image=args.image or split_argument(parser, None, "val") / BENCH_IMAGE, models=tuple(args.models), weights_dir=args.weights_dir,
+        threads=args.threads, image=image, models=tuple(args.models), weights_dir=args.weights_dir,
         **(QUICK if args.quick else {}),
     )
     if args.repeats:

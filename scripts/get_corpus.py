@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     """Build (default) or check a corpus folder; returns the exit status (1 when a check finds a difference)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=LOCAL_CORPUS, help="corpus folder to build (default data/corpus)")
-    parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="downloaded and unpacked packages (default data/cache)")
+    parser.add_argument("--cache", type=Path, default=CACHE_DIR,
+                        help="downloaded and unpacked packages (default data/cache)")
     parser.add_argument("--manifest", type=Path, default=MANIFEST, help="the recipe and pixel hashes")
     parser.add_argument("--check", nargs="?", const=True, metavar="FOLDER",
                         help="only compare FOLDER (default: --out) with the manifest")

@@ -13,7 +13,9 @@ import pytest
 from scripts.rcc import COMPRESSED, COMPRESSED_ZSTD, DIRECTORY
 
 
-def build_rcc(files: dict[str, bytes], compressed: set[str] = frozenset(), version: int = 3, zstd: set[str] = frozenset()) -> bytes:
+def build_rcc(
+    files: dict[str, bytes], compressed: set[str] = frozenset(), version: int = 3, zstd: set[str] = frozenset()
+) -> bytes:
     """A Qt resource bundle holding ``files`` (path -> bytes), laid out as ``rcc`` lays it out.
 
     Nodes are numbered breadth first, each folder's children contiguous; names are stored once
@@ -57,7 +59,8 @@ def build_rcc(files: dict[str, bytes], compressed: set[str] = frozenset(), versi
                 queue.append((child_name, child, first + index))
             else:
                 flags = (COMPRESSED if child in compressed else 0) | (COMPRESSED_ZSTD if child in zstd else 0)
-                nodes[first + index] = struct.pack(">IHHHI", name_offset(child_name), flags, 0, 0, data_offset(child)) + stamp
+                entry = struct.pack(">IHHHI", name_offset(child_name), flags, 0, 0, data_offset(child))
+                nodes[first + index] = entry + stamp
         nodes[slot] = struct.pack(">IHII", name_offset(name), DIRECTORY, len(children), first) + stamp
     data_at = 24 if version == 3 else 20
     names_at = data_at + len(payload)

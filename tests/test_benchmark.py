@@ -1,4 +1,7 @@
-"""Benchmark sections run on tiny inputs made from a scikit-image photograph and print their tables (no timing assertions)."""
+"""Benchmark sections run on tiny inputs made from a scikit-image photograph and print their tables.
+
+No timing assertions.
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,7 @@
-"""Smoke test of the whole offline pipeline on scikit-image's photographs: prepare pairs, train a tiny network, evaluate it."""
+"""Smoke test of the whole offline pipeline: prepare pairs, train a tiny network, evaluate it.
+
+The photographs are scikit-image's (``tests/photos.py``), written to a temporary folder.
+"""
 from __future__ import annotations
 
 import json
