@@ -22,8 +22,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parent.parent
-VAL_DIR = REPO.parent / "shared" / "corpus" / "val"
+from .paths import split_argument
 
 # Sigma factor per noise setting, chosen with ``--tune`` on 192x192 centre crops of four
 # validation images (seed 1, not the evaluation seed; grids in the README's results section).
@@ -146,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tune", action="store_true", help="run the grid search (the only action)")
-    parser.add_argument("--images", type=Path, default=VAL_DIR, help="validation images, never training ones")
+    parser.add_argument("--images", type=Path,
+                        help="validation images, never training ones (default: the corpus's val/)")
     parser.add_argument("--setting", choices=list(SETTINGS), default="hybrid")
     parser.add_argument("--methods", nargs="+", choices=list(BASELINES), default=list(BASELINES))
     parser.add_argument("--factors", type=float, nargs="+", help="instead of each method's default grid")
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.tune:
         parser.error("nothing to do: pass --tune")
     pairs = []
-    for index, path in enumerate(list_images(args.images)[: args.limit]):
+    for index, path in enumerate(list_images(split_argument(parser, args.images, "val"))[: args.limit]):
         clean = centre_crop(load_rgb(path), args.crop)
         pairs.append((clean, degrade(clean, args.setting, index, args.seed)))
     grid = {name: tuple(args.factors) if args.factors else TUNING_GRID[name] for name in args.methods}

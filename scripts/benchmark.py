@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -42,9 +42,10 @@ from models.registry import weight_paths
 from models.tiling import Network, TileConfig, count_tiles, denoise_tiled
 
 from .dataset import load_rgb
-from .evaluate import VAL_DIR, degrade
+from .evaluate import degrade
+from .paths import corpus_split, split_argument
 
-REPO = Path(__file__).resolve().parent.parent
+BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
 SECTIONS = ("models", "torchscript", "serving", "http")
 
 
@@ -58,7 +59,7 @@ class BenchConfig:
     repeats: int = 7
     serving_megapixels: float = 1.0
     http_megapixels: tuple[float, ...] = (0.25, 1.0, 4.0)
-    image: Path = VAL_DIR / "mate-ladybird.png"
+    image: Path = field(default_factory=lambda: corpus_split("val") / BENCH_IMAGE)
     models: tuple[str, ...] = tuple(MODELS)
     weights_dir: Path = WEIGHTS_DIR
 
@@ -313,13 +314,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--threads", type=int, default=BenchConfig.threads)
     parser.add_argument("--repeats", type=int, help=f"default {BenchConfig.repeats} ({QUICK['repeats']} with --quick)")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--image", type=Path, default=BenchConfig.image, help="photograph the inputs are made from")
+    parser.add_argument("--image", type=Path,
+                        help=f"photograph the inputs are made from (default: {BENCH_IMAGE} of the corpus's val/)")
     parser.add_argument("--url", help="inference API of a running TorchServe for the http section")
     parser.add_argument("--quick", action="store_true", help="tiny inputs and few repetitions")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
+    image = args.image or split_argument(parser, None, "val") / BENCH_IMAGE
     cfg = BenchConfig(
-        threads=args.threads, image=args.image, models=tuple(args.models), weights_dir=args.weights_dir,
+        threads=args.threads, image=image, models=tuple(args.models), weights_dir=args.weights_dir,
         **(QUICK if args.quick else {}),
     )
     if args.repeats:

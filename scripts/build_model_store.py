@@ -31,7 +31,8 @@ from models.imaging import MAX_PIXELS
 from models.registry import MODELS, WEIGHTS_DIR, load_pretrained, weight_paths
 from models.tiling import TileConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from .paths import MODEL_STORE, REPO
+
 HANDLER = REPO / "handler.py"
 MODELS_PACKAGE = REPO / "models"
 EXAMPLE_SHAPE = (1, 3, 128, 128)
@@ -207,7 +208,7 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
 
 
 def build_store(
-    store: Path = REPO / "model_store",
+    store: Path = MODEL_STORE,
     names: Iterable[str] = MODELS,
     weights_dir: Path = WEIGHTS_DIR,
     force: bool = False,
@@ -250,7 +251,7 @@ def compare_variants(name: str, weights_dir: Path, rounds: int = 7) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     """Command line: build the model store, or with --compare time the TorchScript variants."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", type=Path, default=REPO / "model_store", help="output folder")
+    parser.add_argument("--store", type=Path, default=MODEL_STORE, help="output folder")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--force", action="store_true", help="rebuild even up-to-date archives")

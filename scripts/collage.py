@@ -19,10 +19,10 @@ from tqdm import tqdm
 from models import MODELS, WEIGHTS_DIR, load_pretrained
 
 from .dataset import list_images, load_rgb
-from .evaluate import DEFAULT_SEED, SETTINGS, VAL_DIR, degrade, denoise_image
+from .evaluate import DEFAULT_SEED, SETTINGS, degrade, denoise_image
+from .paths import IMAGES_DIR, split_argument
 
-REPO = Path(__file__).resolve().parent.parent
-OUT_FILE = REPO / "images" / "test-collage.png"
+OUT_FILE = IMAGES_DIR / "test-collage.png"
 LABEL_HEIGHT = 16
 GAP = 4
 
@@ -91,7 +91,7 @@ def assemble(rows: list[list[Image.Image]]) -> Image.Image:
 def main(argv: list[str] | None = None) -> Path:
     """Build the collage from the chosen validation images and save it as PNG."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, default=VAL_DIR)
+    parser.add_argument("--images", type=Path, help="validation photographs (default: the corpus's val/)")
     parser.add_argument("--pick", type=int, nargs="+", default=[1, 2, 3, 6], help="indices into the sorted folder")
     parser.add_argument("--setting", choices=list(SETTINGS), default="hybrid")
     parser.add_argument("--size", type=int, default=192)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--out", type=Path, default=OUT_FILE)
     args = parser.parse_args(argv)
-    files = list_images(args.images)
+    files = list_images(split_argument(parser, args.images, "val"))
     picks = [i for i in args.pick if i < len(files)]
     rows = collage_rows([files[i] for i in picks], args.setting, args.weights_dir, args.size, args.seed, picks)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .paths import REPO
+
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-podman"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CONTAINER_CA_BUNDLE = "/etc/pip-host-ca.pem"
@@ -36,7 +37,7 @@ INFERENCE_PORT = 8080
 MANAGEMENT_PORT = 8081
 RUNTIME_STAGE = "runtime"
 RUNTIME_CACHE_TAG = "localhost/denoiser-runtime:cache"
-API_TEST = ROOT / "api-test.py"
+API_TEST = REPO / "api-test.py"
 LOAD_FAILED = "Load model failed"  # TorchServe's log line when a worker dies while loading its model
 
 CONTAINERS_CONF = """\
@@ -163,14 +164,14 @@ def build_image(env: dict[str, str], config: ContainerTestConfig, base_image: st
     The ``runtime`` stage is built and tagged first: the tag keeps its layers (Java and the
     requirements) cached after the test image is removed and dangling layers are pruned.
     """
-    args = ["build", "--layers", "--format", "docker", "-f", str(ROOT / "Dockerfile"),
+    args = ["build", "--layers", "--format", "docker", "-f", str(REPO / "Dockerfile"),
             "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"PIP_EXTRA_INDEX_URL={config.extra_index_url}"]
     if config.ca_bundle is not None:
         args += ["-v", f"{config.ca_bundle}:{CONTAINER_CA_BUNDLE}:ro", "--build-arg", f"PIP_CERT={CONTAINER_CA_BUNDLE}"]
     if config.wheel_dir is not None:
         args += ["-v", f"{config.wheel_dir}:{CONTAINER_WHEELS}:ro", "--build-arg", f"PIP_FIND_LINKS={CONTAINER_WHEELS}"]
-    podman(env, *args, "--target", RUNTIME_STAGE, "-t", RUNTIME_CACHE_TAG, str(ROOT), timeout=3600)
-    podman(env, *args, "-t", config.tag, str(ROOT), timeout=3600)
+    podman(env, *args, "--target", RUNTIME_STAGE, "-t", RUNTIME_CACHE_TAG, str(REPO), timeout=3600)
+    podman(env, *args, "-t", config.tag, str(REPO), timeout=3600)
 
 
 def free_port() -> int:
@@ -251,7 +252,7 @@ def port_open(host: str, port: int) -> bool:
 
 def check_container(env: dict[str, str], container: str, url: str) -> None:
     """Run api-test.py against the container; check the health check, uid 1000 and loopback-only management."""
-    subprocess.run([sys.executable, str(API_TEST), "--url", url], check=True, timeout=900, cwd=ROOT)
+    subprocess.run([sys.executable, str(API_TEST), "--url", url], check=True, timeout=900, cwd=REPO)
     health = podman(env, "healthcheck", "run", container, check=False)
     assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"
     processes = process_uids(env, container)

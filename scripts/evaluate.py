@@ -34,10 +34,9 @@ from models.registry import weight_paths
 
 from .baselines import BASELINES, available, oracle_sigma
 from .dataset import list_images, load_rgb, pixel_hash
+from .paths import RUNS_DIR, corpus_split, split_argument
 
-REPO = Path(__file__).resolve().parent.parent
-VAL_DIR = REPO.parent / "shared" / "corpus" / "val"
-OUT_DIR = REPO / "runs" / "eval"
+OUT_DIR = RUNS_DIR / "eval"
 DEFAULT_SEED = 0
 
 SETTINGS: dict[str, NoiseConfig] = {
@@ -136,7 +135,7 @@ def cached_score(
 
 
 def evaluate(
-    images: Path = VAL_DIR,
+    images: Path | None = None,
     settings: list[str] = list(SETTINGS),
     methods: list[str] = METHODS,
     weights_dir: Path = WEIGHTS_DIR,
@@ -144,7 +143,11 @@ def evaluate(
     seed: int = DEFAULT_SEED,
     limit: int | None = None,
 ) -> dict:
-    """Score every method on every image under every setting; returns per-setting means and sigma_eff."""
+    """Score every method on every image under every setting; returns per-setting means and sigma_eff.
+
+    ``images`` defaults to the corpus's validation split (``paths.corpus_split``).
+    """
+    images = images or corpus_split("val")
     files = list_images(images)[:limit]
     chosen = contenders(methods, weights_dir)
     per_image: dict[str, dict[str, list[dict]]] = {s: {c.name: [] for c in chosen} for s in settings}
@@ -199,7 +202,7 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     """Parse the command line, evaluate, print the table and write ``results.json`` and ``results.md``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=Path, default=VAL_DIR, help="clean images, never training ones")
+    parser.add_argument("--images", type=Path, help="clean images, never training ones (default: the corpus's val/)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--limit", type=int, help="only the first N images")
     args = parser.parse_args(argv)
-    results = evaluate(args.images, args.settings, args.methods, args.weights_dir, args.out, args.seed, args.limit)
+    images = split_argument(parser, args.images, "val")
+    results = evaluate(images, args.settings, args.methods, args.weights_dir, args.out, args.seed, args.limit)
     table = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

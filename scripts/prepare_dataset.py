@@ -1,6 +1,6 @@
 """Cut clean/noisy patch pairs from a folder of photographs into uint8 ``.npy`` memmaps.
 
-    python -m scripts.prepare_dataset                       # train and val from ../shared/corpus
+    python -m scripts.prepare_dataset                       # train and val of the corpus (scripts/paths.py)
     python -m scripts.prepare_dataset --train-src BSD500/train --val-src BSD500/val
 
 Each source image gets a number of patches proportional to its area and its own random
@@ -19,9 +19,7 @@ from tqdm import tqdm
 from models.noise import NoiseConfig, ResidualStats, add_hybrid_noise
 
 from .dataset import list_images, load_rgb, pixel_hash
-
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+from .paths import DATA_DIR, split_argument
 
 
 def read_meta(folder: Path) -> dict:
@@ -109,17 +107,19 @@ def prepare_pairs(
 def main(argv: list[str] | None = None) -> None:
     """Prepare the training and validation pairs and print sigma_eff of the validation pairs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-src", type=Path, default=CORPUS / "train")
-    parser.add_argument("--val-src", type=Path, default=CORPUS / "val")
-    parser.add_argument("--out", type=Path, default=REPO / "data", help="writes OUT/train and OUT/val")
+    parser.add_argument("--train-src", type=Path, help="training photographs (default: the corpus's train/)")
+    parser.add_argument("--val-src", type=Path, help="validation photographs (default: the corpus's val/)")
+    parser.add_argument("--out", type=Path, default=DATA_DIR, help="writes OUT/train and OUT/val")
     parser.add_argument("--train-count", type=int, default=32000)
     parser.add_argument("--val-count", type=int, default=1024)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    train = prepare_pairs(args.train_src, args.out / "train", args.train_count, args.patch, args.seed)
+    train_src = split_argument(parser, args.train_src, "train")
+    val_src = split_argument(parser, args.val_src, "val")
+    train = prepare_pairs(train_src, args.out / "train", args.train_count, args.patch, args.seed)
     forbidden = {image["sha256"] for image in train["images"]}
-    val = prepare_pairs(args.val_src, args.out / "val", args.val_count, args.patch, args.seed + 1, forbidden=forbidden)
+    val = prepare_pairs(val_src, args.out / "val", args.val_count, args.patch, args.seed + 1, forbidden=forbidden)
     print(f"train: {args.train_count} pairs from {len(train['images'])} images, sigma_eff {train['sigma_eff']:.2f}")
     print(f"val:   {args.val_count} pairs from {len(val['images'])} images, sigma_eff {val['sigma_eff']:.2f}")
 

@@ -40,9 +40,8 @@ from models.degradations import PRESETS, BlindNoiseConfig, Degradation
 from models.precision import PRECISIONS, wants_bf16
 
 from .dataset import DegradedCrops, fixed_pairs, usable_images
+from .paths import RUNS_DIR, corpus_split, split_argument
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
 NOISES: dict[str, Degradation] = {"blind": BlindNoiseConfig(), **PRESETS}
 
 
@@ -51,8 +50,8 @@ class TrainConfig:
     """Everything a training run depends on."""
 
     model: str
-    train_src: Path = CORPUS / "train"
-    val_src: Path = CORPUS / "val"
+    train_src: Path | None = None
+    val_src: Path | None = None
     noise: str = "blind"
     run_dir: Path | None = None
     weights_dir: Path = WEIGHTS_DIR
@@ -76,9 +75,11 @@ class TrainConfig:
     init: Path | None = None
 
     def __post_init__(self) -> None:
-        self.train_src, self.val_src, self.weights_dir = Path(self.train_src), Path(self.val_src), Path(self.weights_dir)
+        self.train_src = Path(self.train_src) if self.train_src else corpus_split("train")
+        self.val_src = Path(self.val_src) if self.val_src else corpus_split("val")
+        self.weights_dir = Path(self.weights_dir)
         self.init = Path(self.init) if self.init else None
-        self.run_dir = Path(self.run_dir) if self.run_dir else REPO / "runs" / self.model
+        self.run_dir = Path(self.run_dir) if self.run_dir else RUNS_DIR / self.model
         self.crops = tuple(self.crops)
         if self.noise not in NOISES:
             raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISES)}")
@@ -406,8 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", choices=sorted(MODELS))
     parser.add_argument("--summary", action="store_true", help="print the saved models' training table and exit")
     parser.add_argument("--measure", action="store_true", help="print loader and training-step patches/s and exit")
-    parser.add_argument("--train-src", type=Path, default=TrainConfig.train_src, help="clean training photos")
-    parser.add_argument("--val-src", type=Path, default=TrainConfig.val_src, help="clean validation photos")
+    parser.add_argument("--train-src", type=Path, help="clean training photos (default: the corpus's train/)")
+    parser.add_argument("--val-src", type=Path, help="clean validation photos (default: the corpus's val/)")
     parser.add_argument("--noise", choices=list(NOISES), default=TrainConfig.noise)
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
@@ -429,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     if args["model"] is None:
         parser.error("--model is required")
     measuring = args.pop("measure")
+    args["train_src"] = split_argument(parser, args["train_src"], "train")
+    args["val_src"] = split_argument(parser, args["val_src"], "val")
     arch = {k: args.pop(k) for k in ("width", "depth") if args[k] is not None}
     args.pop("width", None), args.pop("depth", None)
     cfg = TrainConfig(arch=arch, **args)

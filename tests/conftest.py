@@ -2,7 +2,9 @@
 
 Integration tests share one server (three workers) started on free loopback ports with the
 project's ``config.properties``; tests that need a server of their own (other settings, killed
-workers, restarts) start it from the same ``model_store``.
+workers, restarts) start it from the same ``model_store``. The session may not read
+``../shared`` (``tests/isolation.py``): what a test needs comes from the repository or from a
+package in ``requirements.txt``.
 """
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ import pytest
 from models import MODELS, WEIGHTS_DIR, weight_paths
 from scripts.build_model_store import build_store
 from scripts.server import Server, running_server
+from tests import isolation
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse reads under ``../shared`` for the whole session."""
+    isolation.install()
 
 
 def trained_weights_present() -> bool:

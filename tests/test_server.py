@@ -2,7 +2,7 @@
 
 Sizes from 1x1 to 4 megapixels, every supported input kind, raw bodies and multipart forms,
 JSON errors, concurrent requests, ``api-test.py`` against the server, and the served quality
-matching ``scripts/evaluate.py`` on the validation images.
+matching ``scripts/evaluate.py`` on scikit-image's photographs.
 """
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ from PIL import Image
 
 from models import MODELS, load_pretrained
 from scripts.dataset import list_images, load_rgb
-from scripts.evaluate import VAL_DIR, degrade, denoise_image, score
+from scripts.evaluate import degrade, denoise_image, score
 from scripts.server import free_port, models_value
+from tests.photos import TRAIN_PHOTOS, photo_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = sorted(MODELS)
-QUALITY_IMAGES = 3
 TIMEOUT = 600
 
 
@@ -154,12 +154,18 @@ def test_api_test_script_passes_against_the_server(server: Any) -> None:
     assert run.stdout.count("ok  ") == len(MODEL_NAMES) + 2
 
 
+@pytest.fixture(scope="module")
+def quality_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three photographs (one of them grey) to compare the served and the evaluated quality on."""
+    return list_images(photo_folder(tmp_path_factory.mktemp("quality"), TRAIN_PHOTOS))
+
+
 @pytest.mark.parametrize("model", MODEL_NAMES)
-def test_served_quality_matches_the_evaluation_script(server: Any, model: str) -> None:
+def test_served_quality_matches_the_evaluation_script(server: Any, model: str, quality_images: list[Path]) -> None:
     """PSNR through HTTP equals scripts/evaluate.py's (same degradation, tiling, quantisation)."""
     net = load_pretrained(model)
     served, evaluated = [], []
-    for index, path in enumerate(list_images(VAL_DIR)[:QUALITY_IMAGES]):
+    for index, path in enumerate(quality_images):
         clean = load_rgb(path)
         noisy = degrade(clean, "hybrid", index)
         result = np.asarray(answered_image(post(server, model, data=encode(Image.fromarray(noisy)))).convert("RGB"))
