@@ -263,8 +263,9 @@ def running_server(
             stop(process)
 
 
-class Stopped(Exception):
-    """SIGTERM or SIGINT arrived: raised in the main thread by ``raise_stopped``."""
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived: raised in the main thread by ``raise_stopped`` (a BaseException,
+    like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it)."""
 
 
 def raise_stopped(signum: int, _frame: object) -> None:
