@@ -128,7 +128,8 @@ def test_curl_reads_a_json_413_for_a_101_mib_body(server: Any, tmp_path: Path) -
 
 def test_page_files_are_served_and_every_other_path_is_a_json_404(server: Any) -> None:
     page = requests.get(f"{server.inference_url}/", timeout=30)
-    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert page.status_code == 200 and page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self';")
     assert page.text == (WEB_ROOT / "index.html").read_text()
     for path in sorted(WEB_ROOT.iterdir()):
         assert requests.get(f"{server.inference_url}/{path.name}", timeout=30).status_code == 200, path.name

@@ -96,7 +96,8 @@ def test_a_dropped_image_and_another_model(page: Any, noisy_photo: Path) -> None
     wait_for_result(page)
     assert page.text_content("#status").startswith("Residual U-Net: ")
     page.select_option("#model", "model_arunet")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('Residual U-Net + CBAM: ')", timeout=300_000)
+    # A selector, not wait_for_function: the page's Content-Security-Policy forbids eval, which that uses.
+    page.wait_for_selector("#status:has-text('Residual U-Net + CBAM: ')", timeout=300_000)
     assert page.is_hidden("#error")
 
 
