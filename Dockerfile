@@ -1,5 +1,5 @@
 # Denoiser-Server image for a CPU Hugging Face Space (Docker SDK, port 8080, uid 1000).
-# Two stages: "runtime" (Java and the pinned requirements) changes only with
+# Two stages: "runtime" (Java, nginx and the pinned requirements) changes only with
 # requirements.txt; the last stage adds the project and builds the model store.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS runtime
@@ -23,12 +23,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# TorchServe's frontend is a Java application: a headless JRE is enough. The JRE is not
-# version-pinned on purpose: Debian stable only ships security fixes for it, and an exact
-# pin would break the build at the next point release.
+# TorchServe's frontend is a Java application: a headless JRE is enough. nginx is the public
+# front (scripts/front.py renders its configuration; it runs as uid 1000 like everything
+# else). Neither is version-pinned on purpose: Debian stable only ships security fixes for
+# them, and an exact pin would break the build at the next point release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless nginx \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --home-dir /home/user user \
     && mkdir -p /home/user/app "$TEMP" \
@@ -51,6 +52,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=8)"]
 
-# scripts.server runs `torchserve --foreground` with config.properties and model_store/,
-# and turns SIGTERM into a clean shutdown of the Java frontend and its workers.
+# scripts.server runs `torchserve --foreground` with config.properties and model_store/ on
+# loopback, then nginx on 8080 (the page, /predictions/*, /ping); SIGTERM stops both cleanly,
+# and if either dies the container exits, so it is restarted.
 CMD ["python", "-m", "scripts.server"]

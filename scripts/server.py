@@ -1,14 +1,18 @@
-"""Start, watch and stop TorchServe: for tests and benchmarks, and in the foreground for serve.sh.
+"""Start, watch and stop the service: TorchServe on loopback and the nginx front before it.
 
 ``running_server`` runs ``torchserve --foreground`` with the project's ``config.properties`` on
 free 127.0.0.1 ports (overridden through ``TS_*`` environment variables, which the config allows
 with ``enable_envvars_config``), logs and temp files in a private folder, waits until every
-model has a READY worker, and stops the whole process group when done.
+model has a READY worker, then starts nginx (``scripts/front.py``) on another free loopback
+port, and stops both process groups when done. Clients use ``Server.inference_url``, the front;
+``Server.torchserve_url`` is TorchServe itself.
 
-``python -m scripts.server`` (what ``scripts/serve.sh`` execs) serves ``model_store`` with the
-addresses of ``config.properties`` (or ``TS_*`` overrides) and turns SIGTERM or Ctrl-C into a
-clean TorchServe shutdown: the ``torchserve`` launcher itself would exit on SIGTERM and leave
-the Java frontend and its workers running.
+``python -m scripts.server`` (what ``scripts/serve.sh`` and the image run) does the same in the
+foreground with the addresses of ``config.properties`` (or ``TS_*`` overrides) and the public
+address of ``DENOISER_LISTEN`` (default 0.0.0.0:8080): TorchServe first, nginx once every model
+is READY. SIGTERM or Ctrl-C stops both cleanly (the ``torchserve`` launcher alone would exit on
+SIGTERM and leave the Java frontend and its workers running); if either dies, the other is
+stopped and the command exits non-zero, so a container restarts.
 """
 from __future__ import annotations
 
@@ -26,27 +30,33 @@ import zipfile
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 import requests
+
+from scripts.front import FrontSettings, effective_properties, front_settings, nginx_command, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.properties"
 STOP_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
+STARTUP_TIMEOUT = 600.0
+FRONT_TIMEOUT = 30.0
 # What TorchServe (frontend and worker) logs when a worker dies and is started again.
 RESTART_MARKERS = ("Backend worker process died", "Worker disconnected", "Retry worker", "Auto recovery")
 
 
 @dataclass
 class Server:
-    """A running TorchServe: its API base URLs, log folder and launcher process."""
+    """A running service: the front's URL (what clients use), TorchServe's URLs, logs and processes."""
 
     inference_url: str
+    torchserve_url: str
     management_url: str
     metrics_url: str
     log_dir: Path
     process: subprocess.Popen
+    front: subprocess.Popen | None = None
 
     def worker_pids(self, model: str) -> list[int]:
         """Process ids of the model's workers, from the management API."""
@@ -161,6 +171,39 @@ def wait_until_ready(server: Server, names: list[str], timeout: float) -> None:
         time.sleep(POLL_INTERVAL)
 
 
+def start_front(settings: FrontSettings, environ: dict[str, str], output: IO[bytes] | None = None) -> subprocess.Popen:
+    """Render the nginx configuration for ``settings`` into its run folder and start nginx there.
+
+    nginx's own messages go to ``output`` (default: this process's stdout and stderr).
+    """
+    command = nginx_command(write_config(settings))
+    stderr = subprocess.STDOUT if output is not None else None
+    return subprocess.Popen(command, env=environ, stdout=output, stderr=stderr, start_new_session=True)
+
+
+def wait_until_serving(url: str, front: subprocess.Popen, log: Path | None = None, timeout: float = FRONT_TIMEOUT) -> None:
+    """Block until the front at ``url`` answers ``/ping`` with 200; raise (with ``log``'s end) if nginx exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/ping", timeout=5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if front.poll() is not None or time.monotonic() > deadline:
+            detail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+            state = f"exited with {front.returncode}" if front.returncode is not None else f"not serving after {timeout:.0f} s"
+            raise RuntimeError(f"nginx {state} ({url}/ping):\n{detail}")
+        time.sleep(POLL_INTERVAL)
+
+
+def model_names(model_store: Path, models: str) -> list[str]:
+    """The model names a ``--models`` value serves ("all": every archive's manifest name)."""
+    if models.lower() == "all":
+        return archive_model_names(model_store)
+    return [item.split("=", 1)[0] if "=" in item else item.removesuffix(".mar") for item in re.split(r"[\s,]+", models.strip())]
+
+
 @contextmanager
 def running_server(
     model_store: Path,
@@ -169,24 +212,23 @@ def running_server(
     env: dict | None = None,
     startup_timeout: float = 300,
 ) -> Iterator[Server]:
-    """Run TorchServe over ``model_store`` on free loopback ports until the block ends.
+    """Run TorchServe over ``model_store`` and the nginx front before it, on free loopback ports, until the block ends.
 
     ``models`` is TorchServe's ``--models`` value ("all", or "name=ARCHIVE.mar ..."); ``env``
-    adds environment variables (``TS_*`` overrides of ``config``, ``DENOISER_THREADS``...).
-    Logs, metrics, worker sockets, the pid file and unpacked archives go to a private temp dir,
-    so several servers can run side by side.
+    adds environment variables (``TS_*`` overrides of ``config``, ``DENOISER_THREADS``...), which
+    the front follows too (CORS origin, body limit). Logs, metrics, worker sockets, the pid
+    files, nginx's configuration and unpacked archives go to a private temp dir, so several
+    servers can run side by side.
     """
     model_store = Path(model_store).resolve()
-    names = archive_model_names(model_store) if models.lower() == "all" else [
-        item.split("=", 1)[0] if "=" in item else item.removesuffix(".mar")
-        for item in re.split(r"[\s,]+", models.strip())
-    ]
+    config = Path(config).resolve()
+    names = model_names(model_store, models)
     with tempfile.TemporaryDirectory(prefix="torchserve-") as tmp:
         work = Path(tmp)
         log_dir = work / "logs"
         log_dir.mkdir()
-        ports = {key: free_port() for key in ("inference", "management", "metrics", "grpc_inf", "grpc_mgmt")}
-        urls = {key: f"http://127.0.0.1:{ports[key]}" for key in ("inference", "management", "metrics")}
+        ports = {key: free_port() for key in ("inference", "management", "metrics", "grpc_inf", "grpc_mgmt", "front")}
+        urls = {key: f"http://127.0.0.1:{ports[key]}" for key in ("inference", "management", "metrics", "front")}
         server_env = {
             **os.environ,
             "TS_INFERENCE_ADDRESS": urls["inference"],
@@ -204,44 +246,92 @@ def running_server(
         }
         with open(log_dir / "stdout.log", "wb") as output:
             process = subprocess.Popen(
-                torchserve_command(Path(config).resolve(), model_store, models),
+                torchserve_command(config, model_store, models),
                 cwd=work, env=server_env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        server = Server(urls["inference"], urls["management"], urls["metrics"], log_dir, process)
+        server = Server(urls["front"], urls["inference"], urls["management"], urls["metrics"], log_dir, process)
+        front = front_settings(config, work / "nginx", log_dir, server_env, listen=f"127.0.0.1:{ports['front']}")
         try:
             wait_until_ready(server, names, startup_timeout)
+            with open(log_dir / "nginx.log", "wb") as output:
+                server.front = start_front(front, server_env, output)
+            wait_until_serving(server.inference_url, server.front, log_dir / "nginx.log")
             yield server
         finally:
+            if server.front is not None:
+                stop(server.front)
             stop(process)
 
 
-def serve_foreground(config: Path, model_store: Path, models: str) -> int:
-    """Run TorchServe until it exits or this process gets SIGTERM/SIGINT, then stop it cleanly.
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived: raised in the main thread by ``raise_stopped`` (a BaseException,
+    like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it)."""
 
-    The handler only forwards the signal to TorchServe's process group; waiting happens outside
-    it (a wait inside a signal handler would deadlock on the wait already in progress).
+
+def raise_stopped(signum: int, _frame: object) -> None:
+    """Signal handler: interrupt whatever the main thread waits on (start-up or supervision)."""
+    raise Stopped(signal.Signals(signum).name)
+
+
+def first_exit(processes: dict[str, subprocess.Popen]) -> tuple[str, int]:
+    """Block until one of the named processes exits; return its name and exit status."""
+    while True:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                return name, process.returncode
+        time.sleep(POLL_INTERVAL)
+
+
+def serve_foreground(config: Path, model_store: Path, models: str, listen: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0) or until TorchServe or nginx dies (exit 1); stop both either way.
+
+    TorchServe starts first on its loopback address; nginx starts once every model is READY,
+    so the public port opens on a service that can answer. Logs go to ``LOG_LOCATION`` (or
+    ``logs/``), as TorchServe's do; nginx's own messages to this process's stderr.
     """
-    process = subprocess.Popen(torchserve_command(config, model_store, models), start_new_session=True)
-
-    def forward(signum: int, _frame: object) -> None:
-        print(f"received signal {signum}: stopping TorchServe", file=sys.stderr, flush=True)
-        if group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    process.wait()
-    return stop(process)
+    names = model_names(model_store, models)
+    environ = dict(os.environ)
+    properties = effective_properties(config, environ)
+    log_dir = Path(environ.get("LOG_LOCATION") or "logs").resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes: dict[str, subprocess.Popen] = {}
+    signal.signal(signal.SIGTERM, raise_stopped)
+    signal.signal(signal.SIGINT, raise_stopped)
+    with tempfile.TemporaryDirectory(prefix="nginx-") as run_dir:
+        front = front_settings(config, Path(run_dir), log_dir, environ, listen=listen)
+        try:
+            processes["TorchServe"] = subprocess.Popen(torchserve_command(config, model_store, models), start_new_session=True)
+            server = Server(front.url, properties["inference_address"], properties["management_address"],
+                            properties["metrics_address"], log_dir, processes["TorchServe"])
+            wait_until_ready(server, names, STARTUP_TIMEOUT)
+            processes["nginx"] = start_front(front, environ)
+            wait_until_serving(front.url, processes["nginx"])
+            print(f"serving {', '.join(names)} on http://{front.listen} (TorchServe at {server.torchserve_url})", flush=True)
+            name, status = first_exit(processes)
+            print(f"{name} exited with {status}: stopping the service", file=sys.stderr, flush=True)
+            return 1
+        except Stopped as stopped:
+            print(f"received {stopped}: stopping nginx and TorchServe", file=sys.stderr, flush=True)
+            return 0
+        except (RuntimeError, TimeoutError) as failed:
+            print(f"start-up failed: {failed}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for process in reversed(processes.values()):
+                stop(process)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: serve a model store in the foreground with config.properties."""
-    parser = argparse.ArgumentParser(description="Run TorchServe in the foreground; SIGTERM/Ctrl-C stop it cleanly.")
+    """Command line: serve a model store in the foreground behind the nginx front."""
+    parser = argparse.ArgumentParser(description="Run TorchServe and its nginx front in the foreground; SIGTERM/Ctrl-C stop both.")
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--model-store", type=Path, default=REPO / "model_store")
     parser.add_argument("--models", default="all", help="TorchServe --models value")
+    parser.add_argument("--listen", help="public address host:port (default: $DENOISER_LISTEN or 0.0.0.0:8080)")
     args = parser.parse_args(argv)
-    return serve_foreground(args.config.resolve(), args.model_store.resolve(), args.models)
+    return serve_foreground(args.config.resolve(), args.model_store.resolve(), args.models, args.listen)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Session fixtures: the model store built from the committed weights and one real TorchServe serving it.
+"""Session fixtures: the model store built from the committed weights, one real service serving it
+(TorchServe behind the nginx front), and headless Chromium.
 
 Integration tests share one server (three workers) started on free loopback ports with the
 project's ``config.properties``; tests that need a server of their own (other settings, killed
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +46,22 @@ def server(model_store: Path) -> Iterator[Server]:
     """One TorchServe serving the three archives on free 127.0.0.1 ports, stopped after the session."""
     with running_server(model_store) as running:
         yield running
+
+
+# Debian's chromium package; GitHub's Ubuntu runners have Google Chrome instead (Ubuntu ships Chromium as a snap).
+BROWSERS = (Path("/usr/bin/chromium"), Path("/usr/bin/google-chrome"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (no downloaded browser); a playwright ``Browser``."""
+    from playwright.sync_api import sync_playwright  # installed by scripts/install_test_tools.sh
+
+    executable = next((path for path in BROWSERS if path.is_file()), None)
+    if executable is None:
+        pytest.fail(f"{BROWSERS[0]} missing: run scripts/install_test_tools.sh")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

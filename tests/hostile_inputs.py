@@ -1,9 +1,9 @@
 """Generators of hostile and malformed request bodies, and what the server must answer to each.
 
-Every case is a complete HTTP request against the inference API (method, path or model,
-body, headers) plus its expected outcome: ``OK`` (a 200 PNG of a known size), ``REJECT`` (a
-4xx with a JSON message), or a specific status (413 for oversized bodies and images, 404,
-405). Nothing here imports the server: the cases are plain bytes built with Pillow, ``struct``
+Every case is a complete HTTP request against the public port (method, path or model, body,
+headers, or no content type at all) plus its expected outcome: ``OK`` (a 200 PNG of a known
+size), ``REJECT`` (a 4xx with a JSON message), or a specific status (413 for oversized bodies
+and images, 400, 404, 405). Nothing here imports the server: the cases are plain bytes built with Pillow, ``struct``
 and ``zlib``.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ class HostileCase:
 
     name: str
     body: bytes = b""
-    content_type: str = "application/octet-stream"
+    content_type: str | None = "application/octet-stream"
     expect: str | int = REJECT
     size: tuple[int, int] | None = None
     method: str = "POST"
@@ -43,10 +43,10 @@ class HostileCase:
         return base + (self.path or f"/predictions/{self.model or default_model}")
 
     def request_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``requests.request`` besides method and URL."""
+        """Keyword arguments for ``requests.request`` besides method and URL (no label when ``content_type`` is None)."""
         if self.files is not None or self.form is not None:
             return {"files": self.files, "data": self.form}
-        return {"data": self.body, "headers": {"Content-Type": self.content_type}}
+        return {"data": self.body, "headers": {} if self.content_type is None else {"Content-Type": self.content_type}}
 
 
 def noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
@@ -200,14 +200,24 @@ def hostile_cases(max_request_size: int) -> list[HostileCase]:
         HostileCase("jpeg with corrupt exif", jpeg_with_corrupt_exif(), "image/jpeg", OK, (48, 40)),
         HostileCase("jpeg with exif rotation", jpeg_rotated_exif(), "image/jpeg", OK, (40, 48)),
         HostileCase("png sent as text/plain", png, "text/plain", OK, (40, 32)),
-        HostileCase("body over max_request_size", random.Random(3).randbytes(max_request_size + 1024), expect=413),
+        # curl --data-binary and urllib label any body a form unless told otherwise.
+        HostileCase("png with curl's default form label", png, "application/x-www-form-urlencoded", OK, (40, 32)),
+        HostileCase("form-encoded text", b"image=hello&model=unet", "application/x-www-form-urlencoded"),
+        HostileCase("png with no content type", png, None, OK, (40, 32)),
+        HostileCase("png labelled json", png, "application/json", OK, (40, 32)),
+        HostileCase("body over max_request_size (1 MiB over)", random.Random(3).randbytes(max_request_size + 2**20), expect=413),
         HostileCase("multipart form with no file", form={"comment": "no file here"}),
         HostileCase("multipart form with a file", files=multipart_image(), expect=OK, size=(40, 32)),
         HostileCase("unknown model name", png, "image/png", expect=404, model="model_does_not_exist"),
-        HostileCase("path traversal model name", png, "image/png", expect=404, model="..%2F..%2Fetc%2Fpasswd"),
+        # nginx decodes and normalises the path first: one that climbs above / is refused there.
+        HostileCase("path traversal model name", png, "image/png", expect=400, model="..%2F..%2Fetc%2Fpasswd"),
         # TorchServe runs inference for any method on /predictions/<model>, so PUT gets the
         # same correct result as POST; a method the API does not route at all gets a 405.
         HostileCase("PUT instead of POST", png, "image/png", OK, (40, 32), method="PUT"),
         HostileCase("GET without a body", method="GET"),
         HostileCase("wrong http method on the API root", png, "image/png", expect=405, method="DELETE", path="/"),
+        # Only /predictions/* and /ping reach TorchServe: its other APIs' paths are not served.
+        HostileCase("management path on the public port", method="GET", path="/models", expect=404),
+        HostileCase("metrics path on the public port", method="GET", path="/metrics", expect=404),
+        HostileCase("openapi description on the public port", method="OPTIONS", path="/", expect=405),
     ]

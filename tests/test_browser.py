@@ -1,5 +1,6 @@
-"""The frontend's path in a real browser: a page on one loopback origin POSTs an image to TorchServe
-on another, through CORS, and draws the PNG it gets back (headless Chromium via Playwright)."""
+"""The external frontend's path in a real browser: a page on one loopback origin POSTs an image to the
+service (nginx in front of TorchServe) on another, through CORS, and draws the PNG it gets back
+(headless Chromium via Playwright). The service's own page at / is tested in test_page.py."""
 from __future__ import annotations
 
 import functools
@@ -14,16 +15,13 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from scripts.server import Server, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path(__file__).parent / "frontend" / "index.html"
 SCREENSHOT = ROOT / "images" / "frontend-test.png"
-# Debian's chromium package; GitHub's Ubuntu runners have Google Chrome instead (Ubuntu ships Chromium as a snap).
-BROWSERS = (Path("/usr/bin/chromium"), Path("/usr/bin/google-chrome"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 INPUT_SIZE = (96, 64)  # width, height: not square, not a multiple of 16, small enough to be quick.
 MODEL = "model_unet"
 SCREENSHOT_VIEWPORT = {"width": 600, "height": 320}  # the page's content, without a wide empty margin
@@ -78,20 +76,8 @@ def frontends(site: Path) -> Iterator[tuple[Frontend, Frontend]]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's headless Chromium driven by Playwright (no downloaded browser)."""
-    executable = next((path for path in BROWSERS if path.is_file()), None)
-    if executable is None:
-        pytest.fail(f"{BROWSERS[0]} missing: run scripts/install_test_tools.sh")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
 def restricted_server(model_store: Path, frontends: tuple[Frontend, Frontend]) -> Iterator[Server]:
-    """A TorchServe (one model) whose CORS configuration allows only the first frontend's origin."""
+    """A service (one model) whose CORS configuration allows only the first frontend's origin."""
     allowed, _ = frontends
     with running_server(model_store, models=f"{MODEL}=UNET.mar", env={"TS_CORS_ALLOWED_ORIGIN": allowed.origin}) as server:
         yield server
@@ -148,3 +134,29 @@ def test_restricted_origin_list_refuses_other_origins(browser: Browser, frontend
     assert refused["ok"] is False and "Failed to fetch" in refused["error"]
     accepted = denoise_in_page(browser, allowed, api)
     assert accepted["ok"] is True and (accepted["width"], accepted["height"]) == INPUT_SIZE
+
+
+def fetch_error_in_page(browser: Browser, frontend: Frontend, url: str) -> dict:
+    """From a page on frontend's origin, GET url and return the status and JSON the script could read."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{frontend.origin}/index.html")
+        return page.evaluate(
+            """async (url) => {
+                 try { const r = await fetch(url); return { ok: true, status: r.status, body: await r.json() }; }
+                 catch (error) { return { ok: false, error: String(error) }; }
+               }""",
+            url,
+        )
+    finally:
+        page.close()
+
+
+def test_the_fronts_own_errors_follow_the_same_origin_list(browser: Browser, frontends: tuple[Frontend, Frontend], restricted_server: Server) -> None:
+    """nginx's JSON errors (here a 404) carry TorchServe's configured origin: the frontend reads them, others cannot."""
+    allowed, foreign = frontends
+    url = f"{restricted_server.inference_url}/no-such-path"
+    read = fetch_error_in_page(browser, allowed, url)
+    assert read["ok"] is True and read["status"] == 404 and read["body"]["code"] == 404, read
+    refused = fetch_error_in_page(browser, foreign, url)
+    assert refused["ok"] is False and "Failed to fetch" in refused["error"]

@@ -50,9 +50,10 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
     return found
 
 
-def test_deployment_config_keeps_management_metrics_and_grpc_on_loopback() -> None:
+def test_deployment_config_keeps_torchserve_on_loopback() -> None:
+    """Only nginx listens publicly: every TorchServe API, inference included, binds 127.0.0.1."""
     config = properties()
-    for key in ("management_address", "metrics_address"):
+    for key in ("inference_address", "management_address", "metrics_address"):
         assert urlparse(config[key]).hostname == "127.0.0.1", key
     for key in ("grpc_inference_address", "grpc_management_address"):
         assert config.get(key) == "127.0.0.1", key
@@ -60,8 +61,9 @@ def test_deployment_config_keeps_management_metrics_and_grpc_on_loopback() -> No
 
 
 def test_every_listening_socket_of_the_server_is_on_loopback(server: Any) -> None:
-    addresses = listening_addresses(server.process.pid)
-    ports = {urlparse(url).port for url in (server.inference_url, server.management_url, server.metrics_url)}
+    addresses = listening_addresses(server.process.pid) | listening_addresses(server.front.pid)
+    urls = (server.inference_url, server.torchserve_url, server.management_url, server.metrics_url)
+    ports = {urlparse(url).port for url in urls}
     assert ports <= {port for _, port in addresses}, addresses
     assert {host for host, _ in addresses} <= LOOPBACK, addresses
 
@@ -122,3 +124,4 @@ def test_a_body_over_the_request_limit_gets_413(server: Any) -> None:
         f"{server.inference_url}/predictions/model_unet", data=b"\0" * (limit + 1), timeout=120
     )
     assert response.status_code == 413
+    assert f"{limit / 2**20:g} MiB" in response.json()["message"]

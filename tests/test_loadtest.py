@@ -1,14 +1,19 @@
-"""The load-test script (``scripts.loadtest``) and the server's behaviour under load and overload."""
+"""The load-test script (``scripts.loadtest``) and the server's behaviour under load and overload,
+through the nginx front: mixed load, a full job queue (503), one client over its rate (429)."""
 from __future__ import annotations
 
+import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
 
 from models import MODELS
+from scripts.front import RATE_BURST, RATE_PER_MINUTE
 from scripts.loadtest import LoadResult, make_bodies, run_load, worker_pids
 from scripts.server import models_value, running_server
+from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"
 
@@ -51,3 +56,41 @@ def test_requests_beyond_the_job_queue_get_a_clean_503(model_store: Any) -> None
             if response.status_code == 503:
                 assert response.json()["message"], response.text
         assert requests.post(url, data=body, timeout=600).status_code == 200
+
+
+def test_one_client_over_its_rate_gets_json_429_and_nobody_else_does(server: Any) -> None:
+    """One client behind the Space's proxy, however it writes X-Forwarded-For, gets 1 + burst PNGs, then 429s.
+
+    The proxy appends the client's address; whatever the client wrote stands to its left, and
+    internal hops (private addresses) to its right: every form below is the same client. A
+    second client and loopback callers (the health check) are served meanwhile.
+    """
+    url = f"{server.inference_url}/predictions/{MODEL}"
+    png = encode(noise_image(8, 8), "PNG")
+    client = "203.0.113.7"
+    forms = [client, f"198.51.100.1, {client}", f"{client}, 10.0.0.5", f"198.51.100.2, {client}, 172.16.0.9"]
+    headers = [{"X-Forwarded-For": forms[i % len(forms)]} for i in range(RATE_BURST + 9)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda h: requests.post(url, data=png, headers=h, timeout=300), headers))
+    elapsed = time.monotonic() - started
+    statuses = [answer.status_code for answer in answers]
+    refills = math.floor(elapsed * RATE_PER_MINUTE / 60)
+    print(f"\n{len(statuses)} requests in {elapsed:.2f} s: {statuses.count(200)} PNGs, {statuses.count(429)} x 429")
+    assert set(statuses) <= {200, 429}, statuses
+    assert 1 + RATE_BURST <= statuses.count(200) <= 1 + RATE_BURST + refills, statuses
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.headers["Content-Type"].startswith("application/json")
+    assert refused.json()["code"] == 429 and f"at most {RATE_PER_MINUTE} a minute" in refused.json()["message"]
+    assert refused.headers["Retry-After"] == str(math.ceil(60 / RATE_PER_MINUTE))
+    for other in ({"X-Forwarded-For": "203.0.113.8"}, {}):
+        assert requests.post(url, data=png, headers=other, timeout=300).status_code == 200, other
+
+
+def test_loopback_callers_are_not_rate_limited(server: Any) -> None:
+    """Twice the burst from 127.0.0.1 with no proxy header (the container's health check, the test suite) all pass."""
+    url = f"{server.inference_url}/predictions/{MODEL}"
+    png = encode(noise_image(8, 8), "PNG")
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda _: requests.post(url, data=png, timeout=300).status_code, range(2 * (RATE_BURST + 1))))
+    assert statuses == [200] * len(statuses)

@@ -13,11 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import requests
 from PIL import Image
@@ -175,34 +178,65 @@ def test_served_quality_matches_the_evaluation_script(server: Any, model: str, q
     assert np.mean(served) == pytest.approx(np.mean(evaluated), abs=0.05)
 
 
-def test_serve_script_stops_torchserve_cleanly_on_sigterm(model_store: Path, tmp_path: Path) -> None:
-    """``python -m scripts.server`` (what serve.sh runs) leaves no frontend or worker behind."""
-    ports = {name: free_port() for name in ("inference", "management", "metrics")}
+@contextmanager
+def serve_script(model_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """``python -m scripts.server`` (what serve.sh and the image run) on free loopback ports, ready.
+
+    Yields the process, the front's URL and TorchServe's; everything it starts has ``tmp_path``
+    in its command line (TorchServe's temp folder, nginx's run folder), for ``leftovers``.
+    """
+    ports = {name: free_port() for name in ("inference", "management", "metrics", "front")}
     env = {
         **os.environ,
-        **{f"TS_{name.upper()}_ADDRESS": f"http://127.0.0.1:{port}" for name, port in ports.items()},
+        **{f"TS_{name.upper()}_ADDRESS": f"http://127.0.0.1:{ports[name]}" for name in ("inference", "management", "metrics")},
         "TS_GRPC_INFERENCE_PORT": str(free_port()),
         "TS_GRPC_MANAGEMENT_PORT": str(free_port()),
-        "LOG_LOCATION": str(tmp_path), "METRICS_LOCATION": str(tmp_path), "TEMP": str(tmp_path),
+        "DENOISER_LISTEN": f"127.0.0.1:{ports['front']}",
+        "LOG_LOCATION": str(tmp_path), "METRICS_LOCATION": str(tmp_path), "TEMP": str(tmp_path), "TMPDIR": str(tmp_path),
     }
     command = [sys.executable, "-m", "scripts.server", "--model-store", str(model_store),
                "--models", models_value(["model_unet"])]
     serving = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ping = f"http://127.0.0.1:{ports['inference']}/ping"
+    front, torchserve = (f"http://127.0.0.1:{ports[name]}" for name in ("front", "inference"))
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and serving.poll() is None:
             try:
-                if requests.get(ping, timeout=5).status_code == 200:
+                if requests.get(f"{front}/ping", timeout=5).status_code == 200:
                     break
             except requests.ConnectionError:
                 time.sleep(1)
-        assert requests.get(ping, timeout=5).json()["status"] == "Healthy"
-        serving.send_signal(signal.SIGTERM)
-        serving.wait(timeout=120)
+        assert requests.get(f"{front}/ping", timeout=5).json()["status"] == "Healthy"
+        yield serving, front, torchserve
     finally:
         serving.kill()
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
-    assert leftovers == []
-    with pytest.raises(requests.ConnectionError):
-        requests.get(ping, timeout=5)
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    """Processes whose command line names ``tmp_path``: what a stopped ``serve_script`` left running."""
+    return subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+
+
+def test_serve_script_stops_nginx_and_torchserve_cleanly_on_sigterm(model_store: Path, tmp_path: Path) -> None:
+    """TorchServe answers behind nginx; SIGTERM stops both (exit 0) and leaves no frontend, worker or nginx behind."""
+    with serve_script(model_store, tmp_path) as (serving, front, torchserve):
+        names = {child.name() for child in psutil.Process(serving.pid).children(recursive=True)}
+        assert {"java", "nginx"} <= names, names
+        assert requests.get(f"{torchserve}/ping", timeout=5).json()["status"] == "Healthy"
+        serving.send_signal(signal.SIGTERM)
+        assert serving.wait(timeout=120) == 0
+    assert leftovers(tmp_path) == []
+    for url in (front, torchserve):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/ping", timeout=5)
+
+
+@pytest.mark.parametrize("child", ["nginx", "java"])
+def test_serve_script_ends_when_either_child_dies(model_store: Path, tmp_path: Path, child: str) -> None:
+    """nginx's master or TorchServe's Java frontend killed: the other is stopped and the service exits 1 (a container restarts)."""
+    with serve_script(model_store, tmp_path) as (serving, _, _):
+        victim = next(p for p in psutil.Process(serving.pid).children(recursive=True)
+                      if p.name() == child and p.parent().name() != child)
+        victim.kill()
+        assert serving.wait(timeout=120) == 1
+    assert leftovers(tmp_path) == []
