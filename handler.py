@@ -1,25 +1,27 @@
 """TorchServe handler: image bytes in, denoised PNG out, one answer per request of a batch.
 
-The only serving-specific file. Decoding, limits and encoding live in ``models.imaging`` and
-tiled inference in ``models.tiling``; this file reads the configuration, loads the TorchScript
-network once per worker and maps each request (raw body or multipart form) to a PNG or to a
-JSON error with its own HTTP status, so one bad upload never fails the rest of its batch.
+The only serving-specific file: the request pipeline is ``models.pipeline.denoise_bytes``.
+This file reads the settings, loads the archive's fp32 and bf16 TorchScript graphs once per
+worker, keeps the one ``models.precision.choose_precision`` picks for this machine, and maps
+each request (raw body or multipart form) to a PNG or to a JSON error with its own HTTP
+status, so one bad upload never fails the rest of its batch.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import time
 from typing import Any
 
 import torch
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-from models.imaging import DecodedImage, ImageError, decode_image, encode_png
+from models.graphs import GRAPH_FILES
+from models.imaging import ImageError
+from models.pipeline import denoise_bytes
+from models.precision import choose_precision
 from models.settings import HandlerSettings
-from models.tiling import count_tiles, denoise_tiled
 
 logger = logging.getLogger(__name__)
 
@@ -78,47 +80,46 @@ class DenoiserHandler(BaseHandler):
     """Denoise each uploaded photograph with the archive's TorchScript network, tile by tile."""
 
     def initialize(self, context: Any) -> None:
-        """Load the TorchScript network, apply thread and tiling settings and warm it up on full tile batches."""
+        """Load both graphs, choose the precision on a full tile batch, and warm the chosen graph up."""
         self.context = context
         self.manifest = context.manifest
         self.settings = HandlerSettings.from_context(context)
-        if self.settings.threads > 0:
-            torch.set_num_threads(self.settings.threads)
+        torch.set_num_threads(self.settings.threads)
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")
         use_cuda = torch.cuda.is_available() and gpu_id is not None
         self.device = torch.device(f"cuda:{gpu_id}" if use_cuda else "cpu")
         self.map_location = self.device.type
-        self.model_pt_path = os.path.join(properties["model_dir"], self.manifest["model"]["serializedFile"])
-        self.model = torch.jit.load(self.model_pt_path, map_location=self.device).eval()
+        graphs = {
+            precision: torch.jit.load(path, map_location=self.device).eval()
+            for precision, name in GRAPH_FILES.items()
+            if os.path.exists(path := os.path.join(properties["model_dir"], name))
+        }
         self.tiles = self.settings.tiles
         warm_up = torch.rand(self.tiles.batch_size, 3, self.tiles.tile, self.tiles.tile, device=self.device)
+        self.choice = choose_precision(graphs, self.settings.precision, warm_up, self.settings.bf16_tolerance)
+        self.model = graphs[self.choice.precision]
         with torch.inference_mode():
-            for _ in range(WARM_UP_CALLS):
-                self.model(warm_up)
+            self.model(warm_up)
         logger.info(
-            "denoiser loaded %s on %s with %d threads, %s",
-            self.model_pt_path, self.device, torch.get_num_threads(), self.settings,
+            "denoiser %s on %s with %d threads serves %s (%s; fp32 %s s, bf16 %s s per warm-up batch, max |diff| %s), %s",
+            self.manifest["model"]["modelName"], self.device, torch.get_num_threads(), self.choice.precision,
+            self.choice.reason, self.choice.fp32_seconds, self.choice.bf16_seconds, self.choice.max_abs_diff,
+            self.settings,
         )
         self.initialized = True
 
-    def denoise(self, decoded: DecodedImage) -> torch.Tensor:
-        """The network's 3xHxW output for one decoded image (on the CPU)."""
-        pixels = torch.from_numpy(decoded.pixels).to(self.device)
-        return denoise_tiled(self.model, pixels, self.tiles).cpu()
-
     def answer(self, idx: int, request: dict[str, Any], context: Any) -> bytes:
         """The PNG for request ``idx`` of the batch, recording its metrics and content type."""
-        start = time.perf_counter()
         data = upload_bytes(request, part_content_types(context, idx, request))
-        decoded = decode_image(data, self.settings.max_pixels)
-        png = encode_png(decoded, self.denoise(decoded).numpy())
+        result = denoise_bytes(self.model, data, self.tiles, self.settings.max_pixels, self.device)
         metrics = context.metrics
-        metrics.add_metric("InputMegapixels", round(decoded.megapixels, 3), "MP", idx=idx, metric_type=MetricTypes.GAUGE)
-        metrics.add_counter("TilesProcessed", count_tiles(decoded.height, decoded.width, self.tiles), idx=idx)
-        metrics.add_time("DenoiseTime", round((time.perf_counter() - start) * 1000, 2), idx=idx)
+        metrics.add_metric("InputMegapixels", round(result.decoded.megapixels, 3), "MP", idx=idx,
+                           metric_type=MetricTypes.GAUGE)
+        metrics.add_counter("TilesProcessed", result.tiles, idx=idx)
+        metrics.add_time("DenoiseTime", round(result.seconds["total"] * 1000, 2), idx=idx)
         context.set_response_content_type(idx, PNG)
-        return png
+        return result.png
 
     def failure(self, idx: int, context: Any, status: int, message: str) -> bytes:
         """Give request ``idx`` its own HTTP status and a JSON error body."""

@@ -1,7 +1,7 @@
 """Building blocks shared by the three denoisers: conv blocks, CBAM and the U-Net skeleton."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -12,8 +12,9 @@ sigma 15 / 25 / 50, Poisson noise alone and speckle alone.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -190,3 +191,8 @@ PRESETS: dict[str, Degradation] = {
     "poisson": HybridPreset(NoiseConfig(poisson_a=(0.02, 0.02), gaussian_sigma=(0, 0), salt_pepper=(0, 0), jpeg_quality=None)),
     "speckle": SpecklePreset(0.2),
 }
+
+
+def degrade(clean: np.ndarray, setting: str, index: int, seed: int = 0) -> np.ndarray:
+    """The noisy version of image number ``index`` under preset ``setting``, from ``default_rng([seed, index])``."""
+    return PRESETS[setting](clean, np.random.default_rng([seed, index]))

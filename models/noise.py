@@ -17,8 +17,8 @@ Gaussian noise of sigma 25, comparable with published Gaussian-denoising results
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -36,7 +36,7 @@ class NoiseConfig:
     jpeg_quality: tuple[int, int] | None = (70, 95)
 
     @classmethod
-    def gaussian(cls, sigma: float) -> "NoiseConfig":
+    def gaussian(cls, sigma: float) -> NoiseConfig:
         """Additive white Gaussian noise of a fixed sigma (0-255 scale) and nothing else."""
         return cls(poisson_a=(0.0, 0.0), gaussian_sigma=(sigma, sigma), salt_pepper=(0.0, 0.0), jpeg_quality=None)
 

@@ -6,7 +6,10 @@ than fp32, so everything stays fp32.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -16,7 +19,7 @@ CPUINFO = Path("/proc/cpuinfo")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags Linux reports (empty where /proc/cpuinfo is absent)."""
     if not CPUINFO.exists():
@@ -39,3 +42,62 @@ def wants_bf16(precision: str, device: torch.device) -> bool:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """Which graph a worker serves with, why, and what was measured on the warm-up batch."""
+
+    precision: str
+    reason: str
+    fp32_seconds: float | None = None
+    bf16_seconds: float | None = None
+    max_abs_diff: float | None = None
+
+
+def median_seconds(net: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, rounds: int) -> float:
+    """Median wall time of ``rounds`` calls of ``net`` on ``batch`` (synchronising CUDA)."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        net(batch)
+        if batch.is_cuda:
+            torch.cuda.synchronize(batch.device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.inference_mode()
+def choose_precision(
+    graphs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], requested: str, batch: torch.Tensor,
+    tolerance: float, warm_up: int = 2, rounds: int = 3,
+) -> PrecisionChoice:
+    """Pick the fp32 or bf16 graph for serving on ``batch``'s device.
+
+    ``fp32`` is taken as asked, and wherever the archive has no bf16 graph. ``auto`` keeps bf16
+    only where it is native, measured faster on the warm-up batch, and within ``tolerance``
+    (largest absolute difference, 0-1 scale) of the fp32 graph; ``bf16`` forces it. Both graphs
+    are warmed up ``warm_up`` times first (TorchScript optimises a graph after its first calls).
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if requested == "fp32":
+        return PrecisionChoice("fp32", "asked for fp32")
+    if "bf16" not in graphs:
+        return PrecisionChoice("fp32", "the archive has no bf16 graph")
+    if requested == "auto" and not native_bf16(batch.device):
+        return PrecisionChoice("fp32", f"no native bf16 on {batch.device.type} (flags {', '.join(BF16_CPU_FLAGS)})")
+    for _ in range(warm_up):
+        for net in graphs.values():
+            net(batch)
+    fp32_s = median_seconds(graphs["fp32"], batch, rounds)
+    bf16_s = median_seconds(graphs["bf16"], batch, rounds)
+    diff = float((graphs["fp32"](batch) - graphs["bf16"](batch).float()).abs().max())
+    measured = {"fp32_seconds": fp32_s, "bf16_seconds": bf16_s, "max_abs_diff": diff}
+    if requested == "bf16":
+        return PrecisionChoice("bf16", "asked for bf16", **measured)
+    if diff > tolerance:
+        return PrecisionChoice("fp32", f"bf16 differs by {diff:.4f} > {tolerance}", **measured)
+    if bf16_s >= fp32_s:
+        return PrecisionChoice("fp32", "bf16 is not faster here", **measured)
+    return PrecisionChoice("bf16", "native, faster and within tolerance", **measured)

@@ -1,41 +1,83 @@
-"""The handler's settings: the ``handler:`` section of an archive's ``model-config.yaml``.
+"""Every serving setting in one place: the handler's own and TorchServe's per-model ones.
 
-A plain dataclass outside ``handler.py`` because TorchServe's loader requires the handler
+``SERVING_CONFIG`` is what ``scripts.build_model_store`` writes into each archive's
+``model-config.yaml``; its ``handler:`` section is read back by ``HandlerSettings`` in the
+worker, where ``DENOISER_THREADS`` and ``DENOISER_PRECISION`` override it and an unknown key is
+refused. A plain module outside ``handler.py`` because TorchServe's loader requires the handler
 module to define exactly one class.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .imaging import MAX_PIXELS
+from .precision import PRECISIONS
 from .tiling import TileConfig
 
 THREADS_ENV = "DENOISER_THREADS"
+PRECISION_ENV = "DENOISER_PRECISION"
+# Largest |bf16 - fp32| on the warm-up tiles (0-1 scale) for bf16 to be kept: about 5 steps of
+# 8 bits. The trained networks differ by 0.01-0.02 at worst on random tiles.
+BF16_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
 class HandlerSettings:
     """The ``handler:`` section of ``model-config.yaml``; every key is optional."""
 
-    threads: int = 0
+    threads: int = 2
     tile: int = TileConfig.tile
     overlap: int = TileConfig.overlap
     tile_batch: int = TileConfig.batch_size
     max_pixels: int = MAX_PIXELS
+    precision: str = "auto"
+    bf16_tolerance: float = BF16_TOLERANCE
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"handler.precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        TileConfig(self.tile, self.overlap, self.tile_batch)  # raises ValueError on a bad combination
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any] | None, environ: Mapping[str, str] = os.environ) -> HandlerSettings:
+        """Settings from a ``handler:`` section, with the environment's overrides; unknown keys are refused."""
+        section = dict(section or {})
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ValueError(f"unknown key(s) in model-config.yaml handler section: {', '.join(unknown)}; "
+                             f"known: {', '.join(known)}")
+        if environ.get(THREADS_ENV):
+            section["threads"] = environ[THREADS_ENV]
+        if environ.get(PRECISION_ENV):
+            section["precision"] = environ[PRECISION_ENV]
+        casts = {"str": str, "float": float, "int": int}
+        return cls(**{key: casts[str(known[key])](value) for key, value in section.items()})
 
     @classmethod
     def from_context(cls, context: Any) -> HandlerSettings:
-        """Settings from the model's YAML config, with ``DENOISER_THREADS`` overriding ``threads``."""
-        section = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
-        known = {f.name for f in fields(cls)}
-        values = {key: int(value) for key, value in section.items() if key in known}
-        if os.environ.get(THREADS_ENV):
-            values["threads"] = int(os.environ[THREADS_ENV])
-        return cls(**values)
+        """Settings from the model's YAML config in a TorchServe context."""
+        return cls.from_section((getattr(context, "model_yaml_config", None) or {}).get("handler"))
 
     @property
     def tiles(self) -> TileConfig:
         """The tiling configuration these settings describe."""
         return TileConfig(tile=self.tile, overlap=self.overlap, batch_size=self.tile_batch)
+
+
+# TorchServe's per-model settings. One worker per model and one request per batch: three models
+# share 2 vCPUs, a batch of differently sized photographs cannot be stacked anyway, and the
+# handler already batches the tiles of one image. responseTimeout covers the largest accepted
+# image (max_pixels) on the slowest network; past it TorchServe would kill the worker.
+SERVING_CONFIG: dict[str, Any] = {
+    "minWorkers": 1,
+    "maxWorkers": 1,
+    "batchSize": 1,
+    "maxBatchDelay": 0,
+    "responseTimeout": 600,
+    "startupTimeout": 180,
+    "handler": asdict(HandlerSettings()),
+}

@@ -11,8 +11,8 @@ tile's low-weight edge, where the network lacks context.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

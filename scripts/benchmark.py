@@ -1,7 +1,7 @@
 """CPU benchmarks of the three networks, TorchScript, the serving pipeline and the HTTP API.
 
     python -m scripts.benchmark                                   # every section
-    python -m scripts.benchmark --section models torchscript      # some sections
+    python -m scripts.benchmark --section models graphs           # some sections
     python -m scripts.benchmark --section http --url http://127.0.0.1:8080   # a running server
     python -m scripts.benchmark --quick                           # tiny inputs (tests)
 
@@ -10,12 +10,16 @@ vCPUs), repetitions interleaved so background load hits every contender alike, m
 
 - models: parameters, GFLOPs per 128x128 tile (``FlopCounterMode``; one multiply-add = 2
   FLOPs) and tiles per second at batch 16;
-- torchscript: eager versus the archive's traced network (``build_model_store.to_torchscript``)
-  on the same batch; speed-up = eager time / TorchScript time - 1;
-- serving: the handler's work per request (PNG decode, tiling, network, PNG encode, the same
-  functions the handler calls) versus the bare network forward over the same tiles;
-- http: megapixels per second through ``POST /predictions/<model>`` of a real TorchServe
-  (started on loopback from freshly built archives unless ``--url`` is given).
+- graphs: eager fp32, plainly traced fp32 (what was served before), the archive's frozen
+  channels-last fp32 graph and its bf16 graph (``models.graphs``) on the same batch; speed-up
+  = eager time / graph time, and the bf16 graph's largest difference from eager;
+- serving: the handler's work per request (``models.pipeline.denoise_bytes``, the function the
+  handler calls, with the graph it would choose here) versus the bare graph over the same tiles;
+- http: latency through ``POST /predictions/<model>`` of the real front (nginx and TorchServe,
+  started on loopback from freshly built archives unless ``--url`` is given), beside OpenCV's
+  non-local means (h=20, 7x7 patches, 21x21 search, ``--threads`` threads) on the same images.
+
+The CPU's name and its bf16 units head the output.
 """
 from __future__ import annotations
 
@@ -25,10 +29,10 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,16 +41,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR, build_model, load_pretrained
-from models.imaging import decode_image, encode_png
+from models.degradations import degrade
+from models.graphs import trace_graphs
+from models.pipeline import denoise_bytes
+from models.precision import BF16_CPU_FLAGS, CPUINFO, cpu_flags
 from models.registry import weight_paths
-from models.tiling import Network, TileConfig, count_tiles, denoise_tiled
+from models.settings import HandlerSettings
+from models.tiling import Network, TileConfig
 
 from .dataset import load_rgb
-from .evaluate import degrade
+from .evaluate import served_network
 from .paths import corpus_split, split_argument
 
 BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
-SECTIONS = ("models", "torchscript", "serving", "http")
+SECTIONS = ("models", "graphs", "serving", "http")
+NLM_H = 20
 
 
 @dataclass(frozen=True)
@@ -133,59 +142,25 @@ def bench_models(cfg: BenchConfig) -> list[dict]:
     return rows
 
 
-def bench_torchscript(cfg: BenchConfig) -> list[dict]:
-    """Eager versus the archive's TorchScript network on the same batch, interleaved."""
-    from .build_model_store import to_torchscript
-
+def bench_graphs(cfg: BenchConfig) -> list[dict]:
+    """Eager versus each TorchScript graph on the same batch, interleaved."""
     rows = []
     batch = torch.rand(cfg.batch, 3, cfg.tile, cfg.tile)
-    for name in tqdm(cfg.models, desc="torchscript", unit="model"):
+    for name in tqdm(cfg.models, desc="graphs", unit="model"):
         eager = network(name, cfg.weights_dir)
-        scripted, diff = to_torchscript(eager)
+        with torch.no_grad():
+            traced = torch.jit.trace(eager, batch[:1], check_trace=False)
+        nets = {"eager": eager, "traced": traced, **trace_graphs(eager)}
         with torch.inference_mode():
-            medians = interleaved({"eager": lambda: eager(batch), "torchscript": lambda: scripted(batch)}, cfg.repeats)
+            reference = eager(batch)
+            medians = interleaved({key: lambda n=net: n(batch) for key, net in nets.items()}, cfg.repeats)
+            diffs = {key: float((net(batch) - reference).abs().max()) for key, net in nets.items()}
         rows.append({
-            "model": name,
-            "eager_ms": medians["eager"] * 1e3,
-            "torchscript_ms": medians["torchscript"] * 1e3,
-            "speedup_percent": (medians["eager"] / medians["torchscript"] - 1) * 100,
-            "max_abs_diff": diff,
+            "model": name, **{f"{key}_ms": medians[key] * 1e3 for key in nets},
+            **{f"{key}_speedup": medians["eager"] / medians[key] for key in nets if key != "eager"},
+            "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"],
         })
     return rows
-
-
-class TimedNetwork:
-    """Wraps a network and adds up the seconds spent inside its forward calls."""
-
-    def __init__(self, net: Network) -> None:
-        self.net = net
-        self.seconds = 0.0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the wrapped network, timing it."""
-        start = time.perf_counter()
-        out = self.net(x)
-        self.seconds += time.perf_counter() - start
-        return out
-
-
-def handle_once(net: Network, body: bytes, tiles: TileConfig = TileConfig()) -> dict[str, float]:
-    """Seconds of each step the handler performs for one request body."""
-    start = time.perf_counter()
-    decoded = decode_image(body)
-    decoded_at = time.perf_counter()
-    timed_net = TimedNetwork(net)
-    output = denoise_tiled(timed_net, torch.from_numpy(decoded.pixels), tiles)
-    denoised_at = time.perf_counter()
-    encode_png(decoded, output.numpy())
-    end = time.perf_counter()
-    return {
-        "decode": decoded_at - start,
-        "tiling": denoised_at - decoded_at - timed_net.seconds,
-        "network": timed_net.seconds,
-        "encode": end - denoised_at,
-        "total": end - start,
-    }
 
 
 def bare_forward(net: Network, tiles: int, config: TileConfig = TileConfig()) -> Callable[[], None]:
@@ -201,29 +176,26 @@ def bare_forward(net: Network, tiles: int, config: TileConfig = TileConfig()) ->
 
 
 def bench_serving(cfg: BenchConfig) -> list[dict]:
-    """Handler end-to-end time versus the bare network over the same tiles, per model."""
-    from .build_model_store import to_torchscript
-
+    """Handler end-to-end time versus the bare graph over the same tiles, per model."""
     body = photo_png(cfg.image, cfg.serving_megapixels)
-    decoded = decode_image(body)
-    height, width = decoded.height, decoded.width
-    tiles = count_tiles(height, width)
+    tiles_config = HandlerSettings().tiles
     rows = []
     for name in tqdm(cfg.models, desc="serving", unit="model"):
-        scripted, _ = to_torchscript(network(name, cfg.weights_dir))
-        bare = bare_forward(scripted, tiles)
+        graph, precision = served_network(name, cfg.weights_dir)
+        first = denoise_bytes(graph, body, tiles_config)
+        height, width, tiles = first.decoded.height, first.decoded.width, first.tiles
+        bare = bare_forward(graph, tiles, tiles_config)
         steps: list[dict[str, float]] = []
         bare_times: list[float] = []
         with torch.inference_mode():
-            handle_once(scripted, body)
             bare()
             for _ in range(cfg.repeats):
-                steps.append(handle_once(scripted, body))
+                steps.append(denoise_bytes(graph, body, tiles_config).seconds)
                 bare_times.append(timed(bare))
         step_medians = {key: statistics.median(s[key] for s in steps) for key in steps[0]}
         bare_median = statistics.median(bare_times)
         rows.append({
-            "model": name, "megapixels": height * width / 1e6, "tiles": tiles,
+            "model": name, "precision": precision, "megapixels": height * width / 1e6, "tiles": tiles,
             **{f"{key}_ms": value * 1e3 for key, value in step_medians.items()},
             "bare_network_ms": bare_median * 1e3,
             "overhead_ratio": step_medians["total"] / bare_median,
@@ -265,6 +237,7 @@ def bench_http(cfg: BenchConfig, url: str | None = None) -> list[dict]:
         jobs = [(n, mp) for _ in range(cfg.repeats) for n in cfg.models for mp in bodies]
         for name, mp in tqdm(jobs, desc="http", unit="request"):
             latencies[(name, mp)].append(timed(lambda: post(name, bodies[mp])))
+    nlm_seconds = {mp: nlm_median(body, cfg) for mp, body in bodies.items()}
     rows = []
     for (name, mp), values in latencies.items():
         width, height = sizes[mp]
@@ -272,19 +245,39 @@ def bench_http(cfg: BenchConfig, url: str | None = None) -> list[dict]:
         rows.append({
             "model": name, "megapixels": width * height / 1e6, "size": f"{width}x{height}",
             "latency_s": seconds, "megapixels_per_second": width * height / 1e6 / seconds,
+            "nlm_s": nlm_seconds[mp], "ratio_to_nlm": seconds / nlm_seconds[mp],
         })
     return rows
 
 
+def nlm_median(body: bytes, cfg: BenchConfig) -> float:
+    """Median seconds of OpenCV's colour non-local means (h=20, 7/21) on the decoded image, ``cfg.threads`` threads."""
+    import cv2
+
+    cv2.setNumThreads(cfg.threads)
+    with Image.open(io.BytesIO(body)) as image:
+        pixels = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    return median_seconds(lambda: cv2.fastNlMeansDenoisingColored(pixels, None, NLM_H, NLM_H, 7, 21), cfg.repeats)
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which native bf16 units it has (Linux), for the output's head."""
+    info = CPUINFO.read_text().splitlines() if CPUINFO.exists() else []
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
+    units = [flag for flag in BF16_CPU_FLAGS if flag in cpu_flags()] or ["no native bf16"]
+    return f"{name} ({', '.join(units)})"
+
+
 FORMATS = {
     "models": [("model", "{}"), ("parameters", "{:,}"), ("gflops_per_tile", "{:.2f}"), ("tiles_per_second", "{:.1f}")],
-    "torchscript": [("model", "{}"), ("eager_ms", "{:.1f}"), ("torchscript_ms", "{:.1f}"),
-                    ("speedup_percent", "{:+.1f}"), ("max_abs_diff", "{:.1e}")],
-    "serving": [("model", "{}"), ("megapixels", "{:.2f}"), ("tiles", "{}"), ("decode_ms", "{:.1f}"),
+    "graphs": [("model", "{}"), ("eager_ms", "{:.1f}"), ("traced_ms", "{:.1f}"), ("fp32_ms", "{:.1f}"),
+               ("bf16_ms", "{:.1f}"), ("traced_speedup", "{:.2f}"), ("fp32_speedup", "{:.2f}"),
+               ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}")],
+    "serving": [("model", "{}"), ("precision", "{}"), ("megapixels", "{:.2f}"), ("tiles", "{}"), ("decode_ms", "{:.1f}"),
                 ("tiling_ms", "{:.1f}"), ("network_ms", "{:.1f}"), ("encode_ms", "{:.1f}"), ("total_ms", "{:.1f}"),
                 ("bare_network_ms", "{:.1f}"), ("overhead_ratio", "{:.3f}")],
     "http": [("model", "{}"), ("size", "{}"), ("megapixels", "{:.2f}"), ("latency_s", "{:.2f}"),
-             ("megapixels_per_second", "{:.3f}")],
+             ("megapixels_per_second", "{:.3f}"), ("nlm_s", "{:.2f}"), ("ratio_to_nlm", "{:.2f}")],
 }
 
 
@@ -300,7 +293,7 @@ def run(sections: list[str], cfg: BenchConfig, url: str | None = None) -> dict[s
     """Run the chosen sections in order; returns their rows."""
     torch.set_num_threads(cfg.threads)
     runners = {
-        "models": bench_models, "torchscript": bench_torchscript, "serving": bench_serving,
+        "models": bench_models, "graphs": bench_graphs, "serving": bench_serving,
         "http": lambda c: bench_http(c, url),
     }
     return {section: runners[section](cfg) for section in SECTIONS if section in sections}
@@ -328,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     if args.repeats:
         cfg = replace(cfg, repeats=args.repeats)
     results = run(args.section, cfg, args.url)
-    print(f"torch {torch.__version__}, {cfg.threads} threads, tile {cfg.tile}, batch {cfg.batch}, "
+    print(f"{cpu_description()}; torch {torch.__version__}, {cfg.threads} threads, tile {cfg.tile}, batch {cfg.batch}, "
           f"{cfg.repeats} interleaved repetitions (medians)\n")
     for section, rows in results.items():
         print(f"## {section}\n\n{table(section, rows)}\n")

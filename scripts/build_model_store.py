@@ -1,13 +1,14 @@
 """Build the TorchServe archives (``model_store/*.mar``) from the trained weights.
 
 For each model: snapshot its weights (training may be rewriting them), rebuild the network,
-trace it to TorchScript on a 1x3x128x128 example, check the traced network against eager
-PyTorch, then pack it with ``torch-model-archiver`` together with ``handler.py``, the
-``models`` package (as ``models/``, so ``import models.tiling`` works inside the worker) and
-a generated ``model-config.yaml``. A ``<ARCHIVE>.build.json`` stamp beside each archive
+trace its fp32 and bf16 graphs (``models.graphs``: channels-last, frozen), check the fp32 graph
+against eager PyTorch and the bf16 graph against the fp32 one, then pack both with
+``torch-model-archiver`` together with ``handler.py``, the ``models`` package (as ``models/``,
+so ``import models.tiling`` works inside the worker) and ``model-config.yaml``
+(``models.settings.SERVING_CONFIG``). A ``<ARCHIVE>.build.json`` stamp beside each archive
 records a fingerprint of everything that went in, so an up-to-date archive is not rebuilt.
 
-    python -m scripts.build_model_store [--force] [--models model_unet ...] [--compare]
+    python -m scripts.build_model_store [--force] [--models model_unet ...]
 """
 from __future__ import annotations
 
@@ -19,57 +20,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import yaml
 from tqdm import tqdm
 
-from models.imaging import MAX_PIXELS
+from models.graphs import GRAPH_FILES, trace_graphs
 from models.registry import MODELS, WEIGHTS_DIR, load_pretrained, weight_paths
+from models.settings import BF16_TOLERANCE, SERVING_CONFIG
 from models.tiling import TileConfig
 
 from .paths import MODEL_STORE, REPO
 
 HANDLER = REPO / "handler.py"
 MODELS_PACKAGE = REPO / "models"
-EXAMPLE_SHAPE = (1, 3, 128, 128)
-CHECK_SHAPES = (EXAMPLE_SHAPE, (TileConfig.batch_size, 3, 128, 128))
+CHECK_SHAPES = ((1, 3, 128, 128), (TileConfig.batch_size, 3, 128, 128))
 TRACE_TOLERANCE = 1e-5
 ARCHIVE_VERSION = "1.0"
-
-# The archive's model-config.yaml: TorchServe's per-model settings plus the handler's own.
-# One worker per model and one request per batch: three models share 2 vCPUs, a batch of
-# differently sized photographs cannot be stacked anyway, and the handler already batches
-# the tiles of one image. responseTimeout covers the largest accepted image (max_pixels)
-# on the slowest network; past it TorchServe would kill the worker.
-SERVING_CONFIG: dict = {
-    "minWorkers": 1,
-    "maxWorkers": 1,
-    "batchSize": 1,
-    "maxBatchDelay": 0,
-    "responseTimeout": 600,
-    "startupTimeout": 180,
-    "handler": {
-        "threads": 2,
-        "tile": TileConfig.tile,
-        "overlap": TileConfig.overlap,
-        "tile_batch": TileConfig.batch_size,
-        "max_pixels": MAX_PIXELS,
-    },
-}
-
-Variant = Callable[[torch.jit.ScriptModule], torch.jit.ScriptModule]
-VARIANTS: dict[str, Variant] = {
-    "traced": lambda traced: traced,
-    "frozen": torch.jit.freeze,
-    "optimized": torch.jit.optimize_for_inference,
-}
-# Chosen with --compare (figures in the README, "Models"): freezing gained 1-2 % over the
-# traced network, within the noise, and optimize_for_inference slowed model_arunet down.
-VARIANT = "traced"
 
 
 def archive_path(name: str, store: Path) -> Path:
@@ -112,7 +81,7 @@ def fingerprint(name: str, weights_dir: Path) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     digest.update(model_config_yaml().encode())
-    digest.update(f"{name} {VARIANT} torch {torch.__version__}".encode())
+    digest.update(f"{name} torch {torch.__version__}".encode())
     return digest.hexdigest()
 
 
@@ -131,33 +100,41 @@ def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module, shape: tuple[int, ...])
         return float((a(x) - b(x)).abs().max())
 
 
-def to_torchscript(model: torch.nn.Module, variant: str = VARIANT) -> tuple[torch.jit.ScriptModule, float]:
-    """Trace ``model`` on the example input, apply ``variant`` and check it against eager.
+def max_abs_diff_from(reference: torch.nn.Module, net: torch.nn.Module) -> float:
+    """Largest absolute difference of ``net`` from ``reference`` over ``CHECK_SHAPES``."""
+    return max(max_abs_diff(reference, net, shape) for shape in CHECK_SHAPES)
 
-    Returns the TorchScript module and the largest difference from eager over ``CHECK_SHAPES``;
-    raises ``RuntimeError`` when that exceeds ``TRACE_TOLERANCE``.
+
+def checked_graphs(model: torch.nn.Module) -> tuple[dict[str, torch.jit.ScriptModule], dict[str, float]]:
+    """Both served graphs of ``model`` and their checked differences (fp32 vs eager, bf16 vs fp32).
+
+    Raises ``RuntimeError`` when the fp32 graph is off by ``TRACE_TOLERANCE`` or more, or the bf16
+    graph by more than the handler's ``BF16_TOLERANCE``.
     """
     model = model.eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(model, torch.rand(EXAMPLE_SHAPE), check_trace=False)
-    scripted = VARIANTS[variant](traced.eval())
-    diff = max(max_abs_diff(model, scripted, shape) for shape in CHECK_SHAPES)
-    if diff >= TRACE_TOLERANCE:
-        raise RuntimeError(f"{variant} TorchScript differs from eager by {diff:.3g} (limit {TRACE_TOLERANCE})")
-    return scripted, diff
+    graphs = trace_graphs(model)
+    diffs = {"fp32_vs_eager": max_abs_diff_from(model, graphs["fp32"]),
+             "bf16_vs_fp32": max_abs_diff_from(graphs["fp32"], graphs["bf16"])}
+    if diffs["fp32_vs_eager"] >= TRACE_TOLERANCE:
+        raise RuntimeError(f"the fp32 graph differs from eager by {diffs['fp32_vs_eager']:.3g} (limit {TRACE_TOLERANCE})")
+    if diffs["bf16_vs_fp32"] > BF16_TOLERANCE:
+        raise RuntimeError(f"the bf16 graph differs from fp32 by {diffs['bf16_vs_fp32']:.3g} (limit {BF16_TOLERANCE})")
+    return graphs, diffs
 
 
-def stage_files(work: Path, scripted: torch.jit.ScriptModule) -> tuple[Path, Path, Path]:
-    """Write model.pt, model-config.yaml and an ``extra/models/`` copy of the package into ``work``."""
-    model_file = work / "model.pt"
-    scripted.save(str(model_file))
-    config_file = work / "model-config.yaml"
-    config_file.write_text(model_config_yaml())
-    package = work / "extra" / "models"
+def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule]) -> tuple[Path, Path, Path]:
+    """Write the graphs, model-config.yaml and an ``extra/`` folder (bf16 graph, ``models/`` package) into ``work``."""
+    extra = work / "extra"
+    package = extra / "models"
     package.mkdir(parents=True)
     for source in package_sources():
         shutil.copy2(source, package / source.name)
-    return model_file, config_file, package.parent
+    model_file = work / GRAPH_FILES["fp32"]
+    graphs["fp32"].save(str(model_file))
+    graphs["bf16"].save(str(extra / GRAPH_FILES["bf16"]))
+    config_file = work / "model-config.yaml"
+    config_file.write_text(model_config_yaml())
+    return model_file, config_file, extra
 
 
 def run_archiver(name: str, model_file: Path, config_file: Path, extra: Path, export: Path, work: Path) -> None:
@@ -189,8 +166,8 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
         target = archive_path(name, store)
         if not force and is_up_to_date(name, store, digest):
             return target
-        scripted, diff = to_torchscript(load_pretrained(name, weights))
-        model_file, config_file, extra = stage_files(work, scripted)
+        graphs, diffs = checked_graphs(load_pretrained(name, weights))
+        model_file, config_file, extra = stage_files(work, graphs)
         export = work / "export"
         export.mkdir()
         run_archiver(name, model_file, config_file, extra, export, work)
@@ -198,8 +175,7 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
         record = {
             "fingerprint": digest,
             "model": name,
-            "variant": VARIANT,
-            "max_abs_diff_vs_eager": diff,
+            "max_abs_diff": diffs,
             "training": json.loads(info_path.read_text()).get("training", {}),
         }
         os.replace(export / f"{name}.mar", target)
@@ -217,54 +193,15 @@ def build_store(
     return [build_archive(name, store, weights_dir, force) for name in tqdm(list(names), desc="archives", unit="model")]
 
 
-def time_call(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
-    """Seconds one call of ``net`` on ``x`` takes."""
-    start = time.perf_counter()
-    net(x)
-    return time.perf_counter() - start
-
-
-def compare_variants(name: str, weights_dir: Path, rounds: int = 7) -> dict[str, dict[str, float]]:
-    """Median time of each TorchScript variant relative to eager on one batch of tiles, and its error.
-
-    Variants are timed in interleaved rounds so that background load hits all of them alike.
-    """
-    model = load_pretrained(name, weights_dir)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, torch.rand(EXAMPLE_SHAPE), check_trace=False).eval()
-    nets = {"eager": model, **{variant: make(traced) for variant, make in VARIANTS.items()}}
-    x = torch.rand(CHECK_SHAPES[-1])
-    times: dict[str, list[float]] = {key: [] for key in nets}
-    with torch.inference_mode():
-        for net in nets.values():
-            net(x)
-        for _ in range(rounds):
-            for key, net in nets.items():
-                times[key].append(time_call(net, x))
-    medians = {key: sorted(values)[len(values) // 2] for key, values in times.items()}
-    return {
-        key: {"time_vs_eager": medians[key] / medians["eager"], "max_abs_diff": max_abs_diff(model, net, x.shape)}
-        for key, net in nets.items()
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command line: build the model store, or with --compare time the TorchScript variants."""
+    """Command line: build the model store."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=MODEL_STORE, help="output folder")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--force", action="store_true", help="rebuild even up-to-date archives")
-    parser.add_argument("--compare", action="store_true", help="time traced/frozen/optimized against eager")
-    parser.add_argument("--threads", type=int, default=SERVING_CONFIG["handler"]["threads"], help="for --compare")
     args = parser.parse_args(argv)
     try:
-        if args.compare:
-            torch.set_num_threads(args.threads)
-            for name in args.models:
-                for key, row in compare_variants(name, args.weights_dir).items():
-                    print(f"{name:14s} {key:10s} time/eager {row['time_vs_eager']:.3f}  max|diff| {row['max_abs_diff']:.2e}")
-            return 0
         for path in build_store(args.store, args.models, args.weights_dir, args.force):
             print(path)
     except FileNotFoundError as error:

@@ -16,10 +16,11 @@ from PIL import Image, ImageDraw
 from skimage.metrics import peak_signal_noise_ratio
 from tqdm import tqdm
 
-from models import MODELS, WEIGHTS_DIR, load_pretrained
+from models import MODELS, WEIGHTS_DIR
+from models.degradations import PRESETS, degrade
 
 from .dataset import list_images, load_rgb
-from .evaluate import DEFAULT_SEED, SETTINGS, degrade, denoise_image
+from .evaluate import DEFAULT_SEED, denoise_image, served_network
 from .paths import IMAGES_DIR, split_argument
 
 OUT_FILE = IMAGES_DIR / "test-collage.png"
@@ -54,7 +55,7 @@ def collage_rows(
     images: list[Path], setting: str, weights_dir: Path, size: int, seed: int, indices: list[int]
 ) -> list[list[Image.Image]]:
     """Labelled panels (noisy, each network, clean) for each image, as in the evaluation."""
-    nets = {name: load_pretrained(name, weights_dir) for name in MODELS}
+    nets = {name: served_network(name, weights_dir)[0] for name in MODELS}
     rows = []
     for index, path in tqdm(list(zip(indices, images)), desc="collage", unit="img"):
         clean = load_rgb(path)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, help="validation photographs (default: the corpus's val/)")
     parser.add_argument("--pick", type=int, nargs="+", default=[1, 2, 3, 6], help="indices into the sorted folder")
-    parser.add_argument("--setting", choices=list(SETTINGS), default="hybrid")
+    parser.add_argument("--setting", choices=list(PRESETS), default="hybrid")
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)

@@ -193,11 +193,11 @@ def models_ready(env: dict[str, str], container: str) -> bool:
     """Whether every registered model has a READY worker, asked from inside the container on the management API."""
     script = (
         "import json, urllib.request\n"
-        "get = lambda path: json.load(urllib.request.urlopen('http://127.0.0.1:%d' + path, timeout=5))\n"
+        "get = lambda path: json.load(urllib.request.urlopen('http://127.0.0.1:{port}' + path, timeout=5))\n"
         "names = [m['modelName'] for m in get('/models')['models']]\n"
         "ready = all(any(w['status'] == 'READY' for e in get('/models/' + n) for w in e['workers']) for n in names)\n"
         "print('ready' if names and ready else 'waiting')\n"
-    ) % MANAGEMENT_PORT
+    ).replace("{port}", str(MANAGEMENT_PORT))
     result = podman(env, "exec", container, "python", "-c", script, check=False)
     return result.stdout.strip() == "ready"
 

@@ -6,8 +6,9 @@
 
 Each clean image (index ``i`` in sorted order) is degraded with its own generator
 ``numpy.random.default_rng([seed, i])`` under a noise setting; the networks run over the
-whole image with the server's tiling (``models.tiling.denoise_tiled``, ``TileConfig()``) and
-their output is quantised exactly like the server's PNG. Every (setting, method, image)
+whole image through the server's own pipeline (``models.pipeline.denoise_bytes`` on the noisy
+image's PNG, with the served tiling) and graph (``models.graphs``, at the precision the handler
+would choose here, or ``--precision``), so a score is what the server's answer would get. Every (setting, method, image)
 score is cached under ``OUT/cache`` with the inputs it depends on (seed, image pixels, tuned
 factor or weights hash), so an interrupted run resumes and re-evaluating the networks does
 not redo the slow CBM3D rows.
@@ -16,21 +17,28 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
-from models import MODELS, WEIGHTS_DIR, imaging, load_pretrained
-from models.noise import NoiseConfig, ResidualStats, add_hybrid_noise
-from models.tiling import Network, TileConfig, denoise_tiled
+from models import MODELS, WEIGHTS_DIR, load_pretrained
+from models.degradations import PRESETS, degrade
+from models.graphs import trace_graphs
+from models.noise import ResidualStats
+from models.pipeline import denoise_bytes
+from models.precision import PRECISIONS, choose_precision
 from models.registry import weight_paths
+from models.settings import HandlerSettings
+from models.tiling import Network, TileConfig
 
 from .baselines import BASELINES, available, oracle_sigma
 from .dataset import list_images, load_rgb, pixel_hash
@@ -39,11 +47,6 @@ from .paths import RUNS_DIR, corpus_split, split_argument
 OUT_DIR = RUNS_DIR / "eval"
 DEFAULT_SEED = 0
 
-SETTINGS: dict[str, NoiseConfig] = {
-    "hybrid": NoiseConfig(),
-    "gaussian25": NoiseConfig.gaussian(25),
-    "gaussian50": NoiseConfig.gaussian(50),
-}
 CLASSICAL = ["noisy", *BASELINES]
 METHODS = [*CLASSICAL, *MODELS]
 TITLES = {"noisy": "Noisy input", **{n: b.title for n, b in BASELINES.items()}, **{n: s.title for n, s in MODELS.items()}}
@@ -51,22 +54,22 @@ TITLES = {"noisy": "Noisy input", **{n: b.title for n, b in BASELINES.items()}, 
 Method = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
 
 
-def degrade(clean: np.ndarray, setting: str, index: int, seed: int = DEFAULT_SEED) -> np.ndarray:
-    """The noisy version of image number ``index`` under ``setting``, reproducible from the seed."""
-    noisy, _ = add_hybrid_noise(clean, np.random.default_rng([seed, index]), SETTINGS[setting])
-    return noisy
+def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, str]:
+    """The graph the handler would serve for ``name`` on this machine, and its precision."""
+    graphs = trace_graphs(load_pretrained(name, weights_dir))
+    settings = HandlerSettings(precision=precision)
+    warm_up = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile)
+    choice = choose_precision(graphs, precision, warm_up, settings.bf16_tolerance)
+    return graphs[choice.precision], choice.precision
 
 
-def quantise(image: torch.Tensor) -> np.ndarray:
-    """A CxHxW float output as the server's PNG pixels: uint8 HxWx3 ``round(clamp(x, 0, 1) * 255)``."""
-    return imaging.quantise(image.numpy().transpose(1, 2, 0), imaging.EIGHT_BIT)
-
-
-def denoise_image(net: Network, noisy: np.ndarray, config: TileConfig = TileConfig()) -> np.ndarray:
-    """Denoise a uint8 HxWx3 image with the server's scaling, tiling and quantisation."""
-    channels = noisy.astype(np.float32).transpose(2, 0, 1) / imaging.EIGHT_BIT
-    tensor = torch.from_numpy(np.ascontiguousarray(channels))
-    return quantise(denoise_tiled(net, tensor, config))
+def denoise_image(net: Network, noisy: np.ndarray, tiles: TileConfig = HandlerSettings().tiles) -> np.ndarray:
+    """Denoise a uint8 HxWx3 image exactly as the server answers its PNG upload."""
+    upload = io.BytesIO()
+    Image.fromarray(noisy).save(upload, format="PNG")
+    answer = denoise_bytes(net, upload.getvalue(), tiles)
+    with Image.open(io.BytesIO(answer.png)) as result:
+        return np.asarray(result.convert("RGB"))
 
 
 def score(clean: np.ndarray, result: np.ndarray) -> dict[str, float]:
@@ -91,7 +94,7 @@ class Contender:
     version: Callable[[str], str]
 
 
-def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR) -> list[Contender]:
+def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> list[Contender]:
     """Build the requested methods (networks loaded once, bm3d-dependent ones dropped if missing)."""
     result = []
     for name in available(methods):
@@ -106,9 +109,10 @@ def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR) -> list[Cont
             ))
         elif name in MODELS:
             digest = file_hash(weight_paths(name, weights_dir)[0])
-            net = load_pretrained(name, weights_dir)
+            net, chosen = served_network(name, weights_dir, precision)
             result.append(Contender(
-                name, lambda clean, noisy, setting, n=net: denoise_image(n, noisy), lambda setting, d=digest: f"weights={d}"
+                name, lambda clean, noisy, setting, n=net: denoise_image(n, noisy),
+                lambda setting, d=digest, p=chosen: f"weights={d} {p}",
             ))
         else:
             raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
@@ -136,12 +140,13 @@ def cached_score(
 
 def evaluate(
     images: Path | None = None,
-    settings: list[str] = list(SETTINGS),
+    settings: tuple[str, ...] = tuple(PRESETS),
     methods: list[str] = METHODS,
     weights_dir: Path = WEIGHTS_DIR,
     out: Path = OUT_DIR,
     seed: int = DEFAULT_SEED,
     limit: int | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Score every method on every image under every setting; returns per-setting means and sigma_eff.
 
@@ -149,7 +154,7 @@ def evaluate(
     """
     images = images or corpus_split("val")
     files = list_images(images)[:limit]
-    chosen = contenders(methods, weights_dir)
+    chosen = contenders(methods, weights_dir, precision)
     per_image: dict[str, dict[str, list[dict]]] = {s: {c.name: [] for c in chosen} for s in settings}
     sigma: dict[str, ResidualStats] = {s: ResidualStats() for s in settings}
     with tqdm(total=len(settings) * len(files) * len(chosen), desc="evaluating", unit="result") as bar:
@@ -165,7 +170,7 @@ def evaluate(
                     per_image[setting][contender.name].append(cached_score(cache, contender, clean, noisy, setting, key))
                     bar.update()
     return {
-        "images": str(images), "count": len(files), "seed": seed, "tiling": TileConfig().__dict__,
+        "images": str(images), "count": len(files), "seed": seed, "tiling": HandlerSettings().tiles.__dict__, "precision": precision,
         "settings": {
             setting: {
                 "sigma_eff": sigma[setting].std,
@@ -203,15 +208,17 @@ def main(argv: list[str] | None = None) -> dict:
     """Parse the command line, evaluate, print the table and write ``results.json`` and ``results.md``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, help="clean images, never training ones (default: the corpus's val/)")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="results and cache folder")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="the networks' graph (auto: the handler's choice)")
     args = parser.parse_args(argv)
     images = split_argument(parser, args.images, "val")
-    results = evaluate(images, args.settings, args.methods, args.weights_dir, args.out, args.seed, args.limit)
+    results = evaluate(images, args.settings, args.methods, args.weights_dir, args.out, args.seed, args.limit,
+                       args.precision)
     table = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -39,7 +39,7 @@ class RccBundle:
         self.entries = dict(self._walk(0, ""))
 
     @classmethod
-    def open(cls, path: Path) -> "RccBundle":
+    def open(cls, path: Path) -> RccBundle:
         """Parse the bundle stored at ``path``."""
         return cls(Path(path).read_bytes())
 

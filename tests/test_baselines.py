@@ -56,10 +56,10 @@ def test_tune_reports_every_factor(pair, monkeypatch) -> None:
 
 
 def test_every_baseline_has_a_factor_for_every_setting() -> None:
-    from scripts.evaluate import SETTINGS
+    from models.degradations import PRESETS
 
     for baseline in BASELINES.values():
-        assert all(baseline.factor(setting) > 0 for setting in SETTINGS)
+        assert all(baseline.factor(setting) > 0 for setting in PRESETS)
 
 
 def test_centre_crop_handles_small_images() -> None:

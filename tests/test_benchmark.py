@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import MODELS, build_model, save_weights
-from scripts.benchmark import TimedNetwork, handle_once, main, photo_png, tile_flops
+from scripts.benchmark import cpu_description, main, tile_flops
 from tests.photos import photo_folder
 
 
@@ -34,23 +34,21 @@ def test_tile_flops_counts_a_convolution() -> None:
     assert tile_flops(conv, 8) == 2 * 3 * 4 * 9 * 8 * 8
 
 
-def test_handler_steps_add_up_and_the_network_time_is_counted(image) -> None:
-    body = photo_png(image, 0.01)
-    net = TimedNetwork(lambda x: x)
-    steps = handle_once(net, body)
-    assert steps["total"] == pytest.approx(sum(v for k, v in steps.items() if k != "total"), rel=1e-6)
-    assert steps["network"] >= 0 and net.seconds > 0
+def test_the_cpu_is_named_with_its_bf16_units() -> None:
+    description = cpu_description()
+    assert description.endswith(")") and ("bf16" in description)
 
 
 def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> None:
     results = main([
-        "--quick", "--repeats", "1", "--section", "models", "torchscript", "serving", "--image", str(image),
+        "--quick", "--repeats", "1", "--section", "models", "graphs", "serving", "--image", str(image),
         "--weights-dir", str(weights), "--json", str(tmp_path / "bench.json"),
     ])
     out = capsys.readouterr().out
-    for section in ("models", "torchscript", "serving"):
+    for section in ("models", "graphs", "serving"):
         assert f"## {section}" in out and len(results[section]) == len(MODELS)
-    assert all(row["max_abs_diff"] < 1e-5 for row in results["torchscript"])
+    assert all(row["fp32_max_abs_diff"] < 1e-5 and row["bf16_max_abs_diff"] < 0.05 for row in results["graphs"])
+    assert all(row["precision"] in {"fp32", "bf16"} for row in results["serving"])
     assert all(row["overhead_ratio"] > 0 and row["tiles"] >= 1 for row in results["serving"])
     assert (tmp_path / "bench.json").exists()
 
@@ -60,4 +58,4 @@ def test_http_section_against_the_session_server(server, image, capsys) -> None:
                     "--url", server.inference_url])
     assert "## http" in capsys.readouterr().out
     assert [row["model"] for row in results["http"]] == ["model_unet", "model_unet"]
-    assert all(row["megapixels_per_second"] > 0 for row in results["http"])
+    assert all(row["megapixels_per_second"] > 0 and row["ratio_to_nlm"] > 0 for row in results["http"])

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from models import save_weights
-from scripts.build_model_store import SERVING_CONFIG, TRACE_TOLERANCE, build_archive, main, to_torchscript
+from models.settings import BF16_TOLERANCE, SERVING_CONFIG
+from scripts.build_model_store import TRACE_TOLERANCE, build_archive, checked_graphs, main
 from tests.networks import random_network
 
 TINY = {"width": 4, "depth": 2}
@@ -32,12 +33,13 @@ def test_archive_holds_model_handler_package_and_config(weights: Path, tmp_path:
         names = set(packed.namelist())
         manifest = json.loads(packed.read("MAR-INF/MANIFEST.json"))
         config = yaml.safe_load(packed.read("model-config.yaml"))
-    assert {"model.pt", "handler.py", "models/tiling.py", "models/imaging.py", "models/settings.py"} <= names
+    assert {"model.pt", "model-bf16.pt", "handler.py", "models/tiling.py", "models/pipeline.py", "models/settings.py"} <= names
     assert not any(name.endswith(".safetensors") for name in names)
     assert manifest["model"]["modelName"] == NAME
     assert config == SERVING_CONFIG
     stamp = json.loads((tmp_path / "store" / "R-UNET.build.json").read_text())
-    assert stamp["max_abs_diff_vs_eager"] < TRACE_TOLERANCE
+    assert stamp["max_abs_diff"]["fp32_vs_eager"] < TRACE_TOLERANCE
+    assert 0 < stamp["max_abs_diff"]["bf16_vs_fp32"] <= BF16_TOLERANCE
     assert stamp["training"] == {"val_psnr": 1.0}
 
 
@@ -50,12 +52,13 @@ def test_up_to_date_archives_are_kept_and_new_weights_rebuild(weights: Path, tmp
     assert build_archive(NAME, store, weights).stat().st_mtime_ns != built
 
 
-def test_traced_network_matches_eager() -> None:
-    scripted, diff = to_torchscript(random_network("model_arunet", **TINY))
-    assert diff < TRACE_TOLERANCE
+def test_both_graphs_match_eager_within_their_tolerances() -> None:
+    graphs, diffs = checked_graphs(random_network("model_arunet", **TINY))
+    assert diffs["fp32_vs_eager"] < TRACE_TOLERANCE and diffs["bf16_vs_fp32"] <= BF16_TOLERANCE
     x = torch.rand(2, 3, 48, 80)
-    assert scripted(x).shape == x.shape
-    assert not torch.allclose(scripted(x), x)
+    for graph in graphs.values():
+        assert graph(x).shape == x.shape and graph(x).dtype == torch.float32
+        assert not torch.allclose(graph(x), x)
 
 
 def test_missing_weights_say_how_to_train(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

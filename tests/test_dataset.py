@@ -51,7 +51,7 @@ def test_random_crop_is_a_d4_transform_of_a_window_of_the_image() -> None:
     seen = set()
     for _ in range(64):
         patch = random_crop([image], np.array([1.0]), 8, generator)
-        windows = [image[t:t + 8, l:l + 8] for t in range(13) for l in range(23)]
+        windows = [image[top:top + 8, left:left + 8] for top in range(13) for left in range(23)]
         found = [k for w in windows for k, v in enumerate(d4_variants(w)) if np.array_equal(v, patch)]
         assert found
         seen.update(found)

@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from models import MODELS, build_model, save_weights
+from models.degradations import degrade
 from scripts import baselines, evaluate
-from scripts.evaluate import degrade, denoise_image, main, quantise
+from scripts.evaluate import denoise_image, main, served_network
+from tests.networks import random_network
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,7 @@ def test_degrade_is_reproducible_per_image_and_setting() -> None:
     )
 
 
-def test_quantisation_matches_the_png_rule_and_identity_is_exact() -> None:
-    assert quantise(torch.tensor([-0.2, 0.5, 1.4]).reshape(3, 1, 1)).ravel().tolist() == [0, 128, 255]
+def test_identity_through_the_served_pipeline_is_exact() -> None:
     noisy = np.random.default_rng(1).integers(0, 256, (70, 150, 3), dtype=np.uint8)
     assert np.array_equal(denoise_image(lambda x: x, noisy), noisy)
 
@@ -98,3 +99,14 @@ def test_missing_bm3d_skips_its_rows(images, weights, tmp_path, monkeypatch) -> 
     monkeypatch.setattr(baselines, "bm3d_available", lambda: False)
     results = run(images, weights, tmp_path, ["noisy", "cbm3d", "median_cbm3d"], limit=1)
     assert list(results["settings"]["hybrid"]["methods"]) == ["noisy"]
+
+
+def test_served_network_follows_the_precision_asked_for(tmp_path) -> None:
+    tiny = {"width": 8, "depth": 2}
+    save_weights("model_unet", random_network("model_unet", **tiny), {"config": tiny}, tmp_path)
+    weights = tmp_path
+    x = torch.rand(2, 3, 64, 64)
+    fp32, chosen32 = served_network("model_unet", weights, "fp32")
+    bf16, chosen16 = served_network("model_unet", weights, "bf16")
+    assert (chosen32, chosen16) == ("fp32", "bf16")
+    assert 0 < float((fp32(x) - bf16(x)).abs().max()) < 0.05

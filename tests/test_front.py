@@ -15,9 +15,17 @@ import pytest
 import requests
 from PIL import Image
 
-from scripts.build_model_store import SERVING_CONFIG
+from models.settings import SERVING_CONFIG
 from scripts.front import (
-    DEFAULT_LISTEN, LISTEN_ENV, TEMPLATE, WEB_ROOT, front_settings, nginx_command, read_properties, render, write_config,
+    DEFAULT_LISTEN,
+    LISTEN_ENV,
+    TEMPLATE,
+    WEB_ROOT,
+    front_settings,
+    nginx_command,
+    read_properties,
+    render,
+    write_config,
 )
 from scripts.server import CONFIG, REPO
 from tests.hostile_inputs import encode, noise_image

@@ -1,12 +1,13 @@
 """The TorchServe handler without a server: TorchServe's own ``Context`` and metrics cache, fed
 batches shaped exactly as ``ts.service.Service.retrieve_data_for_inference`` shapes them, and a
-small randomly initialised network traced to TorchScript."""
+small randomly initialised network traced to its fp32 and bf16 TorchScript graphs."""
 from __future__ import annotations
 
 import io
 import json
 import logging
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from ts.utils.util import list_classes_from_module
 
 import handler as handler_module
 from handler import DenoiserHandler, upload_bytes
-from models.imaging import MAX_PIXELS, decode_image, encode_png
-from models.settings import THREADS_ENV, HandlerSettings
-from models.tiling import TileConfig, count_tiles, denoise_tiled
+from models.graphs import GRAPH_FILES, trace_graphs
+from models.imaging import MAX_PIXELS, decode_image
+from models.pipeline import denoise_bytes
+from models.settings import PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
+from models.tiling import TileConfig, count_tiles
 from tests.networks import random_network
 
 YAML_CONFIG = {"handler": {"threads": 1, "tile": 32, "overlap": 8, "tile_batch": 4, "max_pixels": 5000}}
@@ -49,17 +52,17 @@ def make_context(model_dir: Path, yaml_config: dict[str, Any] | None) -> Context
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    """(handler, context, traced network) for a tiny traced U-Net; restores torch's thread count."""
+    """(handler, context, graphs) for a tiny U-Net's graphs as an archive holds them; restores torch's thread count."""
     threads = torch.get_num_threads()
     model_dir = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    net = random_network("model_unet", width=4, depth=2)
-    traced = torch.jit.trace(net, torch.rand(1, 3, 32, 32))
-    traced.save(str(model_dir / "model.pt"))
+    graphs = trace_graphs(random_network("model_unet", width=4, depth=2))
+    for precision, name in GRAPH_FILES.items():
+        graphs[precision].save(str(model_dir / name))
     context = make_context(model_dir, YAML_CONFIG)
     handler = DenoiserHandler()
     handler.initialize(context)
-    yield handler, context, traced
+    yield handler, context, graphs
     torch.set_num_threads(threads)
 
 
@@ -98,11 +101,9 @@ def run_batch(served, requests: list[Request]) -> list[tuple[int, str | None, by
 
 
 def expected_png(served, data: bytes) -> bytes:
-    """What the handler must answer for ``data``: the traced network tiled with the YAML settings."""
-    _, _, traced = served
-    decoded = decode_image(data, max_pixels=5000)
-    config = TileConfig(tile=32, overlap=8, batch_size=4)
-    return encode_png(decoded, denoise_tiled(traced, torch.from_numpy(decoded.pixels), config).numpy())
+    """What the handler must answer for ``data``: the chosen precision's graph through the pipeline, YAML settings."""
+    handler, _, graphs = served
+    return denoise_bytes(graphs[handler.choice.precision], data, TileConfig(32, 8, 4), max_pixels=5000).png
 
 
 def assert_error(result: tuple[int, str | None, bytes], status: int, words: str) -> None:
@@ -121,6 +122,7 @@ def test_initialize_reads_the_yaml_settings_and_loads_torchscript(served) -> Non
     handler, _, _ = served
     assert handler.initialized and handler.device == torch.device("cpu")
     assert handler.settings == HandlerSettings(threads=1, tile=32, overlap=8, tile_batch=4, max_pixels=5000)
+    assert handler.choice.precision in {"fp32", "bf16"} and handler.choice.reason
     assert handler.tiles == TileConfig(32, 8, 4)
     assert torch.get_num_threads() == 1
     assert isinstance(handler.model, torch.jit.ScriptModule)
@@ -128,10 +130,39 @@ def test_initialize_reads_the_yaml_settings_and_loads_torchscript(served) -> Non
 
 def test_settings_default_to_the_tiling_and_imaging_defaults(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
     settings = HandlerSettings.from_context(make_context(tmp_path, None))
-    assert settings.tiles == TileConfig() and settings.max_pixels == MAX_PIXELS and settings.threads == 0
+    assert settings.tiles == TileConfig() and settings.max_pixels == MAX_PIXELS
+    assert settings == HandlerSettings() and settings.precision == "auto"
     monkeypatch.setenv(THREADS_ENV, "3")
-    assert HandlerSettings.from_context(make_context(tmp_path, YAML_CONFIG)).threads == 3
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    overridden = HandlerSettings.from_context(make_context(tmp_path, YAML_CONFIG))
+    assert (overridden.threads, overridden.precision) == (3, "fp32")
+
+
+def test_unknown_or_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown key.*overlapp"):
+        HandlerSettings.from_section({"overlapp": 8}, environ={})
+    with pytest.raises(ValueError, match="precision must be one of"):
+        HandlerSettings.from_section({"precision": "fp16"}, environ={})
+    with pytest.raises(ValueError, match="overlap"):
+        HandlerSettings.from_section({"tile": 32, "overlap": 16}, environ={})
+
+
+def test_the_archive_config_is_the_settings_defaults() -> None:
+    assert SERVING_CONFIG["handler"] == asdict(HandlerSettings())
+    assert HandlerSettings.from_section(SERVING_CONFIG["handler"], environ={}) == HandlerSettings()
+
+
+def test_forced_fp32_serves_the_fp32_graph(served, monkeypatch) -> None:
+    handler, context, graphs = served
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    forced = DenoiserHandler()
+    forced.initialize(context)
+    assert forced.choice.precision == "fp32" and forced.model is not handler.model
+    rgb = image_file(RGB)
+    expected = denoise_bytes(graphs["fp32"], rgb, TileConfig(32, 8, 4), max_pixels=5000).png
+    assert run_batch((forced, context, graphs), [raw(rgb, "image/png")]) == [(200, "image/png", expected)]
 
 
 def test_a_batch_with_bad_requests_answers_every_request_on_its_own(served) -> None:
@@ -200,30 +231,24 @@ def test_custom_metrics_are_emitted_per_good_request(served, caplog) -> None:
 
 
 def test_a_failure_inside_the_handler_is_a_500_for_that_request_only(served, monkeypatch) -> None:
-    handler, _, _ = served
-    denoise = handler.denoise
-
-    def fail_on_gray(decoded):
-        if decoded.gray:
+    def fail_on_gray(net, data, *args, **kwargs):
+        if decode_image(data).gray:
             raise RuntimeError("simulated failure")
-        return denoise(decoded)
+        return denoise_bytes(net, data, *args, **kwargs)
 
-    monkeypatch.setattr(handler, "denoise", fail_on_gray)
+    monkeypatch.setattr(handler_module, "denoise_bytes", fail_on_gray)
     results = run_batch(served, [raw(image_file(GRAY)), raw(image_file(RGB))])
     assert_error(results[0], 500, "failed")
     assert results[1][:2] == (200, "image/png")
 
 
 def test_running_out_of_memory_is_a_507_for_that_request_only(served, monkeypatch) -> None:
-    handler, _, _ = served
-    denoise = handler.denoise
-
-    def exhaust_on_gray(decoded):
-        if decoded.gray:
+    def exhaust_on_gray(net, data, *args, **kwargs):
+        if decode_image(data).gray:
             raise MemoryError
-        return denoise(decoded)
+        return denoise_bytes(net, data, *args, **kwargs)
 
-    monkeypatch.setattr(handler, "denoise", exhaust_on_gray)
+    monkeypatch.setattr(handler_module, "denoise_bytes", exhaust_on_gray)
     results = run_batch(served, [raw(image_file(RGB)), raw(image_file(GRAY))])
     assert results[0][:2] == (200, "image/png")
     assert_error(results[1], 507, "memory")

@@ -4,7 +4,6 @@ and read the server's message when a file is refused. The first test saves ``ima
 """
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from pathlib import Path

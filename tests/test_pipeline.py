@@ -1,34 +1,56 @@
-"""Smoke test of the whole offline pipeline: train a tiny network on photos degraded on the fly, evaluate it.
-
-The photographs are scikit-image's (``tests/photos.py``), written to a temporary folder.
-"""
+"""The request pipeline: what it answers is the tiled network's output as PNG, and its timings are real."""
 from __future__ import annotations
 
-import json
+import io
+import time
 
-from scripts.evaluate import main as evaluate_main
-from scripts.train import TrainConfig, train
-from tests.photos import TRAIN_PHOTOS, VAL_PHOTOS, photo_folder
+import numpy as np
+import pytest
+import torch
+from PIL import Image
 
-BATCH = 16
-STEPS = 50
+from models.imaging import ImageError, decode_image, encode_png
+from models.pipeline import denoise_bytes
+from models.tiling import TileConfig, count_tiles, denoise_tiled
+from tests.networks import random_network
+
+TILES = TileConfig(tile=32, overlap=8, batch_size=4)
+PIXELS = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
 
 
-def test_prepare_train_evaluate_end_to_end(tmp_path) -> None:
-    train_src = photo_folder(tmp_path / "photos" / "train", TRAIN_PHOTOS)
-    val_src = photo_folder(tmp_path / "photos" / "val", VAL_PHOTOS)
-    summary = train(TrainConfig(
-        model="model_unet", train_src=train_src, val_src=val_src, noise="hybrid", run_dir=tmp_path / "run",
-        weights_dir=tmp_path / "weights", arch={"width": 8, "depth": 2}, crops=(64,), batch=BATCH, lr=2e-3,
-        epochs=1, epoch_patches=STEPS * BATCH, val_patches=32, val_crop=64, workers=0, threads=2,
-    ))
-    assert summary["training"]["steps"] == STEPS
-    assert summary["training"]["val_psnr"] > summary["training"]["val_psnr_noisy"]
-    results = evaluate_main([
-        "--images", str(val_src), "--limit", "2", "--settings", "hybrid",
-        "--methods", "noisy", "model_unet", "--weights-dir", str(tmp_path / "weights"), "--out", str(tmp_path / "eval"),
-    ])
-    rows = results["settings"]["hybrid"]["methods"]
-    assert rows["model_unet"]["psnr"] > rows["noisy"]["psnr"]
-    assert json.loads((tmp_path / "eval" / "results.json").read_text())["count"] == 2
-    assert "| U-Net |" in (tmp_path / "eval" / "results.md").read_text()
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_answer_is_the_tiled_output_encoded_like_the_input() -> None:
+    net = random_network("model_unet", width=4, depth=2).eval()
+    data = png(PIXELS)
+    answer = denoise_bytes(net, data, TILES)
+    decoded = decode_image(data)
+    expected = encode_png(decoded, denoise_tiled(net, torch.from_numpy(decoded.pixels), TILES).numpy())
+    assert answer.png == expected
+    assert answer.tiles == count_tiles(40, 70, TILES)
+    assert (answer.decoded.width, answer.decoded.height) == (70, 40)
+
+
+def test_network_seconds_are_measured_inside_the_network_calls() -> None:
+    calls = []
+
+    def slow_identity(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(len(batch))
+        time.sleep(0.02)
+        return batch
+
+    answer = denoise_bytes(slow_identity, png(PIXELS), TILES)
+    assert sum(calls) == answer.tiles and len(calls) == -(-answer.tiles // TILES.batch_size)
+    assert answer.seconds["network"] >= 0.02 * len(calls)
+    assert answer.seconds["total"] >= answer.seconds["network"] + answer.seconds["decode"] + answer.seconds["encode"]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(answer.png))), PIXELS)
+
+
+def test_bad_input_raises_an_image_error_with_a_status() -> None:
+    with pytest.raises(ImageError) as refused:
+        denoise_bytes(lambda batch: batch, b"not an image", TILES)
+    assert 400 <= refused.value.status < 500

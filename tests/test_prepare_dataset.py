@@ -34,7 +34,7 @@ def test_allocate_is_proportional_and_exact() -> None:
 def test_same_seed_gives_the_same_pairs(corpus, tmp_path) -> None:
     a = prepare_pairs(corpus / "train", tmp_path / "a", 24, patch=32, seed=5)
     b = prepare_pairs(corpus / "train", tmp_path / "b", 24, patch=32, seed=5)
-    c = prepare_pairs(corpus / "train", tmp_path / "c", 24, patch=32, seed=6)
+    prepare_pairs(corpus / "train", tmp_path / "c", 24, patch=32, seed=6)
     for name in ("clean.npy", "noisy.npy"):
         assert np.array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
     assert not np.array_equal(np.load(tmp_path / "a" / "noisy.npy"), np.load(tmp_path / "c" / "noisy.npy"))

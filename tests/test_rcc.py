@@ -8,7 +8,6 @@ import pytest
 from scripts.rcc import RccBundle, RccError, main
 from tests.fake_packages import build_rcc
 
-
 FILES = {
     "gcompris/animals/README": b"bison.webp: CC0-1.0",
     "gcompris/animals/bison.webp": bytes(range(256)) * 40,

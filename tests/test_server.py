@@ -25,10 +25,11 @@ import pytest
 import requests
 from PIL import Image
 
-from models import MODELS, load_pretrained
+from models import MODELS
+from models.degradations import degrade
 from scripts.dataset import list_images, load_rgb
-from scripts.evaluate import degrade, denoise_image, score
-from scripts.server import free_port, models_value
+from scripts.evaluate import denoise_image, score, served_network
+from scripts.server import free_port, models_value, running_server
 from tests.photos import TRAIN_PHOTOS, photo_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,19 +164,40 @@ def quality_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return list_images(photo_folder(tmp_path_factory.mktemp("quality"), TRAIN_PHOTOS))
 
 
-@pytest.mark.parametrize("model", MODEL_NAMES)
-def test_served_quality_matches_the_evaluation_script(server: Any, model: str, quality_images: list[Path]) -> None:
-    """PSNR through HTTP equals scripts/evaluate.py's (same degradation, tiling, quantisation)."""
-    net = load_pretrained(model)
-    served, evaluated = [], []
-    for index, path in enumerate(quality_images):
+def served_results(server: Any, model: str, images: list[Path]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(clean, noisy, served result) for each image under the evaluation's hybrid degradation."""
+    results = []
+    for index, path in enumerate(images):
         clean = load_rgb(path)
         noisy = degrade(clean, "hybrid", index)
         result = np.asarray(answered_image(post(server, model, data=encode(Image.fromarray(noisy)))).convert("RGB"))
+        results.append((clean, noisy, result))
+    return results
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_served_quality_matches_the_evaluation_script(server: Any, model: str, quality_images: list[Path]) -> None:
+    """The served PNG equals scripts/evaluate.py's result pixel for pixel, at the precision the handler picks."""
+    net, precision = served_network(model)
+    served, evaluated = [], []
+    for clean, noisy, result in served_results(server, model, quality_images):
+        expected = denoise_image(net, noisy)
+        assert np.array_equal(result, expected), f"{model} at {precision}"
         served.append(score(clean, result)["psnr"])
-        evaluated.append(score(clean, denoise_image(net, noisy))["psnr"])
-    print(json.dumps({"model": model, "served": served, "evaluated": evaluated}))
-    assert np.mean(served) == pytest.approx(np.mean(evaluated), abs=0.05)
+        evaluated.append(score(clean, expected)["psnr"])
+    print(json.dumps({"model": model, "precision": precision, "served": served, "evaluated": evaluated}))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_forced_precision_serves_what_the_evaluation_scores(
+    model_store: Path, precision: str, quality_images: list[Path]
+) -> None:
+    """DENOISER_PRECISION forces the worker's graph; its answers equal the evaluation's at that precision."""
+    net, chosen = served_network("model_runet", precision=precision)
+    assert chosen == precision
+    with running_server(model_store, models_value(["model_runet"]), env={"DENOISER_PRECISION": precision}) as one:
+        for _, noisy, result in served_results(one, "model_runet", quality_images[:2]):
+            assert np.array_equal(result, denoise_image(net, noisy))
 
 
 @contextmanager

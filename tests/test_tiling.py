@@ -12,7 +12,14 @@ from skimage import data as sample_images
 from models import WEIGHTS_DIR, load_pretrained, weight_paths
 from models.noise import NoiseConfig, add_hybrid_noise
 from models.tiling import (
-    TileConfig, blend_window, count_tiles, denoise_tiled, denoise_whole, pad_reflect, padded_size, tile_starts,
+    TileConfig,
+    blend_window,
+    count_tiles,
+    denoise_tiled,
+    denoise_whole,
+    pad_reflect,
+    padded_size,
+    tile_starts,
 )
 
 SIZES = [(1, 1), (1, 7), (5, 3), (31, 33), (64, 64), (65, 100), (129, 47), (150, 211)]
