@@ -39,8 +39,9 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
-        peak = self.mlp(x.amax(dim=(2, 3), keepdim=True))
+        # Both descriptors through the shared MLP in one call: half the small convolutions.
+        descriptors = torch.cat([x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)])
+        avg, peak = self.mlp(descriptors).chunk(2)
         return x * torch.sigmoid(avg + peak)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from models import MODELS, build_model, load_pretrained, save_weights
+from models.blocks import ChannelAttention
 from models.tiling import denoise_whole
 from tests.networks import random_network
 
@@ -73,3 +74,12 @@ def test_weights_round_trip_through_safetensors(tmp_path) -> None:
 def test_missing_weights_say_how_to_train(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="scripts.train --model model_unet"):
         load_pretrained("model_unet", tmp_path)
+
+
+def test_channel_attention_is_the_shared_mlp_over_both_descriptors() -> None:
+    attention = ChannelAttention(32).eval()
+    x = torch.randn(4, 32, 16, 16)
+    with torch.no_grad():
+        mlp = attention.mlp
+        expected = x * torch.sigmoid(mlp(x.mean(dim=(2, 3), keepdim=True)) + mlp(x.amax(dim=(2, 3), keepdim=True)))
+        assert torch.equal(attention(x), expected)
