@@ -24,7 +24,7 @@ class TileConfig:
     """Tile side, overlap between neighbours (pixels) and tiles per network call."""
 
     tile: int = 128
-    overlap: int = 32
+    overlap: int = 16
     batch_size: int = 16
 
     def __post_init__(self) -> None:

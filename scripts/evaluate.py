@@ -112,7 +112,7 @@ def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR, precision: s
             net, chosen = served_network(name, weights_dir, precision)
             result.append(Contender(
                 name, lambda clean, noisy, setting, n=net: denoise_image(n, noisy),
-                lambda setting, d=digest, p=chosen: f"weights={d} {p}",
+                lambda setting, d=digest, p=chosen: f"weights={d} {p} tiles={HandlerSettings().tiles}",
             ))
         else:
             raise ValueError(f"unknown method {name!r}; choose from {METHODS}")

@@ -61,9 +61,12 @@ def test_identity_is_exact_on_a_large_odd_image() -> None:
     torch.testing.assert_close(denoise_tiled(lambda x: x, image), image, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("height, width, tiles", [(1, 1, 1), (64, 64, 1), (65, 64, 2), (128, 128, 4), (1000, 700, 11 * 8)])
-def test_tile_counts(height: int, width: int, tiles: int) -> None:
-    assert count_tiles(height, width) == tiles
+@pytest.mark.parametrize("overlap, height, width, tiles", [
+    (32, 1, 1, 1), (32, 64, 64, 1), (32, 65, 64, 2), (32, 128, 128, 4), (32, 1000, 700, 11 * 8),
+    (16, 1, 1, 1), (16, 65, 64, 1), (16, 128, 128, 4), (16, 1000, 700, 10 * 7),
+])
+def test_tile_counts(overlap: int, height: int, width: int, tiles: int) -> None:
+    assert count_tiles(height, width, TileConfig(overlap=overlap)) == tiles
 
 
 def test_tile_starts_cover_the_length_and_end_at_it() -> None:
@@ -73,7 +76,7 @@ def test_tile_starts_cover_the_length_and_end_at_it() -> None:
         starts = tile_starts(length, 128, 96)
         assert starts[0] == 0 and starts[-1] + 128 == length
         assert all(0 < b - a <= 96 for a, b in zip(starts, starts[1:]))
-    assert padded_size(10, TileConfig()) == 128 and padded_size(100, TileConfig()) == 164
+    assert padded_size(10, TileConfig(overlap=32)) == 128 and padded_size(100, TileConfig(overlap=32)) == 164
 
 
 @pytest.mark.parametrize("tile, overlap", [(128, 32), (64, 16), (32, 8), (32, 3), (16, 0)])
