@@ -262,3 +262,10 @@ def test_serve_script_ends_when_either_child_dies(model_store: Path, tmp_path: P
         victim.kill()
         assert serving.wait(timeout=120) == 1
     assert leftovers(tmp_path) == []
+
+
+def test_workers_wait_passively_for_their_openmp_threads(server: Any) -> None:
+    """Spinning OpenMP threads of three workers on two cores cut mixed throughput fourfold (scripts/server.py)."""
+    for model in MODEL_NAMES:
+        for pid in server.worker_pids(model):
+            assert psutil.Process(pid).environ().get("OMP_WAIT_POLICY") == "PASSIVE"
