@@ -52,6 +52,13 @@ def usable_images(folder: Path, crop: int) -> list[np.ndarray]:
     return images
 
 
+def refuse_shared_images(train: list[np.ndarray], val: list[np.ndarray]) -> None:
+    """Raise ``ValueError`` when a validation image's pixels are also among the training images."""
+    shared = {pixel_hash(image) for image in train} & {pixel_hash(image) for image in val}
+    if shared:
+        raise ValueError(f"{len(shared)} validation image(s) are also training images: keep the splits apart")
+
+
 class DegradedCrops(IterableDataset):
     """An endless stream of ``(noisy, clean)`` uint8 BxHxWx3 batches: random clean crops, degraded on the fly.
 

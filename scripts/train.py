@@ -40,7 +40,7 @@ from models import MODELS, WEIGHTS_DIR, build_model, save_weights, weight_paths
 from models.degradations import PRESETS, BlindNoiseConfig, Degradation
 from models.precision import PRECISIONS, wants_bf16
 
-from .dataset import DegradedCrops, fixed_pairs, usable_images
+from .dataset import DegradedCrops, fixed_pairs, refuse_shared_images, usable_images
 from .paths import RUNS_DIR, corpus_split, split_argument
 
 NOISES: dict[str, Degradation] = {"blind": BlindNoiseConfig(), **PRESETS}
@@ -292,9 +292,10 @@ def train(cfg: TrainConfig) -> dict:
     trainer = Trainer(cfg, device)
     trainer.restore()
     val_images = usable_images(cfg.val_src, cfg.val_crop)
+    batches = Batches(cfg, stream=trainer.state["step"])
+    refuse_shared_images(batches.images, val_images)
     val_pairs = fixed_pairs(val_images, cfg.val_crop, cfg.val_patches, NOISES[cfg.noise], seed=cfg.seed + 1)
     _, noisy_psnr = validate(torch.nn.Identity(), val_pairs, trainer.loss_fn, device, False)
-    batches = Batches(cfg, stream=trainer.state["step"])
     state, summary = trainer.state, {}
     trainer.model.train()
     with StopFlag().installed() as stop:

@@ -136,3 +136,8 @@ def test_stop_flag_catches_sigterm_and_restores_the_previous_handlers() -> None:
 def test_measure_reports_loader_and_step_rates(photos, tmp_path) -> None:
     rates = measure(config(photos, tmp_path), batches_timed=2)
     assert rates["loader_patches_per_s"] > 0 and rates["step_patches_per_s"] > 0
+
+
+def test_a_validation_photo_that_is_also_a_training_photo_is_refused(photos, tmp_path) -> None:
+    with pytest.raises(ValueError, match="also training images"):
+        train(config(photos, tmp_path, val_src=photos / "train"))
