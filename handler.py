@@ -30,6 +30,8 @@ PNG = "image/png"
 JSON = "application/json"
 # TorchScript's profiling executor optimises a graph after its first calls: make them here.
 WARM_UP_CALLS = 2
+# TorchScript's profiling executor optimises a graph after its first calls: make them here.
+WARM_UP_CALLS = 2
 REASONS = {
     400: "Bad Request",
     413: "Payload Too Large",
@@ -100,7 +102,8 @@ class DenoiserHandler(BaseHandler):
         self.choice = choose_precision(graphs, self.settings.precision, warm_up, self.settings.bf16_tolerance)
         self.model = graphs[self.choice.precision]
         with torch.inference_mode():
-            self.model(warm_up)
+            for _ in range(WARM_UP_CALLS):
+                self.model(warm_up)
         logger.info(
             "denoiser %s on %s with %d threads serves %s (%s; fp32 %s s, bf16 %s s per warm-up batch, max |diff| %s), %s",
             self.manifest["model"]["modelName"], self.device, torch.get_num_threads(), self.choice.precision,
