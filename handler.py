@@ -17,10 +17,9 @@ import torch
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-from models.graphs import GRAPH_FILES
+from models.graphs import GRAPH_FILES, serving_graph
 from models.imaging import ImageError
 from models.pipeline import denoise_bytes
-from models.precision import choose_precision
 from models.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
@@ -28,10 +27,6 @@ logger = logging.getLogger(__name__)
 UPLOAD_FIELDS = ("data", "body", "file", "image")
 PNG = "image/png"
 JSON = "application/json"
-# TorchScript's profiling executor optimises a graph after its first calls: make them here.
-WARM_UP_CALLS = 2
-# TorchScript's profiling executor optimises a graph after its first calls: make them here.
-WARM_UP_CALLS = 2
 REASONS = {
     400: "Bad Request",
     413: "Payload Too Large",
@@ -98,12 +93,7 @@ class DenoiserHandler(BaseHandler):
             if os.path.exists(path := os.path.join(properties["model_dir"], name))
         }
         self.tiles = self.settings.tiles
-        warm_up = torch.rand(self.tiles.batch_size, 3, self.tiles.tile, self.tiles.tile, device=self.device)
-        self.choice = choose_precision(graphs, self.settings.precision, warm_up, self.settings.bf16_tolerance)
-        self.model = graphs[self.choice.precision]
-        with torch.inference_mode():
-            for _ in range(WARM_UP_CALLS):
-                self.model(warm_up)
+        self.model, self.choice = serving_graph(graphs, self.settings, self.device)
         logger.info(
             "denoiser %s on %s with %d threads serves %s (%s; fp32 %s s, bf16 %s s per warm-up batch, max |diff| %s), %s",
             self.manifest["model"]["modelName"], self.device, torch.get_num_threads(), self.choice.precision,

@@ -13,7 +13,7 @@ sigma 15 / 25 / 50, Poisson noise alone and speckle alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -120,10 +120,6 @@ class BlindNoiseConfig:
     jpeg_quality: tuple[int, int] = (30, 95)
     salt_pepper_share: float = 0.3
     salt_pepper: Range = (0.0005, 0.01)
-
-    def describe(self) -> dict:
-        """The configuration as a JSON-ready dictionary."""
-        return asdict(self)
 
     def __call__(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Degrade one uint8 HxWx3 image with a fresh draw from the mixture."""

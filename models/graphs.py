@@ -7,10 +7,17 @@ and the evaluation scores the same graphs.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+
+from .precision import PrecisionChoice, choose_precision
+from .settings import HandlerSettings
 
 EXAMPLE_SHAPE = (1, 3, 128, 128)
 GRAPH_FILES = {"fp32": "model.pt", "bf16": "model-bf16.pt"}
+# TorchScript's profiling executor optimises a graph after its first calls: make them before serving.
+WARM_UP_CALLS = 2
 
 
 def trace_graph(model: torch.nn.Module, precision: str) -> torch.jit.ScriptModule:
@@ -25,3 +32,16 @@ def trace_graph(model: torch.nn.Module, precision: str) -> torch.jit.ScriptModul
 def trace_graphs(model: torch.nn.Module) -> dict[str, torch.jit.ScriptModule]:
     """Both served graphs of ``model``, keyed by precision."""
     return {precision: trace_graph(model, precision) for precision in GRAPH_FILES}
+
+
+def serving_graph(
+    graphs: Mapping[str, torch.jit.ScriptModule], settings: HandlerSettings, device: torch.device = torch.device("cpu")
+) -> tuple[torch.jit.ScriptModule, PrecisionChoice]:
+    """The graph a worker serves with on ``device``: chosen on a full tile batch (``choose_precision``), then warmed up."""
+    warm_up = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile, device=device)
+    choice = choose_precision(graphs, settings.precision, warm_up, settings.bf16_tolerance)
+    graph = graphs[choice.precision]
+    with torch.inference_mode():
+        for _ in range(WARM_UP_CALLS):
+            graph(warm_up)
+    return graph, choice

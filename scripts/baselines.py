@@ -22,7 +22,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 from tqdm import tqdm
 
-from models.degradations import PRESETS, degrade
+from models.degradations import PRESETS, degrade, to_uint8
 
 from .paths import split_argument
 
@@ -46,11 +46,6 @@ def bm3d_available() -> bool:
 def oracle_sigma(clean: np.ndarray, noisy: np.ndarray) -> float:
     """The true effective noise level of one image: std of ``noisy - clean`` (0-255 scale)."""
     return float((noisy.astype(np.float64) - clean.astype(np.float64)).std())
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Quantise a float image on the [0, 1] scale to uint8: ``round(clip(x, 0, 1) * 255)``."""
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def nlm(noisy: np.ndarray, sigma: float, factor: float = 1.0) -> np.ndarray:

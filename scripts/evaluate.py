@@ -25,17 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR, load_pretrained
 from models.degradations import PRESETS, degrade
-from models.graphs import trace_graphs
+from models.graphs import serving_graph, trace_graphs
 from models.noise import ResidualStats
 from models.pipeline import denoise_bytes
-from models.precision import PRECISIONS, choose_precision
+from models.precision import PRECISIONS
 from models.registry import weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
@@ -56,11 +55,8 @@ Method = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
 
 def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, str]:
     """The graph the handler would serve for ``name`` on this machine, and its precision."""
-    graphs = trace_graphs(load_pretrained(name, weights_dir))
-    settings = HandlerSettings(precision=precision)
-    warm_up = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile)
-    choice = choose_precision(graphs, precision, warm_up, settings.bf16_tolerance)
-    return graphs[choice.precision], choice.precision
+    graph, choice = serving_graph(trace_graphs(load_pretrained(name, weights_dir)), HandlerSettings(precision=precision))
+    return graph, choice.precision
 
 
 def denoise_image(net: Network, noisy: np.ndarray, tiles: TileConfig = HandlerSettings().tiles) -> np.ndarray:
