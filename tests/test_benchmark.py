@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models import MODELS, build_model, save_weights
+from scripts import benchmark
 from scripts.benchmark import cpu_description, main, tile_flops
 from tests.photos import photo_folder
 
@@ -34,9 +35,11 @@ def test_tile_flops_counts_a_convolution() -> None:
     assert tile_flops(conv, 8) == 2 * 3 * 4 * 9 * 8 * 8
 
 
-def test_the_cpu_is_named_with_its_bf16_units() -> None:
-    description = cpu_description()
-    assert description.endswith(")") and ("bf16" in description)
+def test_the_cpu_is_named_with_its_bf16_units(monkeypatch) -> None:
+    monkeypatch.setattr(benchmark, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert cpu_description().endswith(" (amx_bf16)")
+    monkeypatch.setattr(benchmark, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert cpu_description().endswith(" (no native bf16)")
 
 
 def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> None:
