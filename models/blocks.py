@@ -50,12 +50,25 @@ class ChannelAttention(nn.Module):
 class SpatialAttention(nn.Module):
     """CBAM spatial attention: a 7x7 convolution over channel-wise mean and max maps."""
 
-    def __init__(self, kernel_size: int = 7) -> None:
+    def __init__(self, channels: int, kernel_size: int = 7) -> None:
         super().__init__()
+        self.channels = channels
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
 
+    def channel_max(self, x: torch.Tensor) -> torch.Tensor:
+        """``x.amax(dim=1, keepdim=True)`` by halving the channels with ``torch.maximum`` (same values).
+
+        On channels-last bf16 tensors with 16 or 32 channels ``amax`` over the channel axis runs a
+        slow path; the elementwise maximum of the two halves is vectorised (tests check equality).
+        """
+        channels = self.channels
+        while channels % 2 == 0 and channels > 1:
+            channels //= 2
+            x = torch.maximum(x[:, :channels], x[:, channels:])
+        return x if channels == 1 else x.amax(dim=1, keepdim=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        maps = torch.cat([x.mean(dim=1, keepdim=True), self.channel_max(x)], dim=1)
         return x * torch.sigmoid(self.conv(maps))
 
 
@@ -65,7 +78,7 @@ class CBAM(nn.Module):
     def __init__(self, channels: int, reduction: int = 8) -> None:
         super().__init__()
         self.channel = ChannelAttention(channels, reduction)
-        self.spatial = SpatialAttention()
+        self.spatial = SpatialAttention(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial(self.channel(x))

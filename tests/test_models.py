@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import MODELS, build_model, load_pretrained, save_weights
-from models.blocks import ChannelAttention
+from models.blocks import ChannelAttention, SpatialAttention
 from models.tiling import denoise_whole
 from tests.networks import random_network
 
@@ -83,3 +83,13 @@ def test_channel_attention_is_the_shared_mlp_over_both_descriptors() -> None:
         mlp = attention.mlp
         expected = x * torch.sigmoid(mlp(x.mean(dim=(2, 3), keepdim=True)) + mlp(x.amax(dim=(2, 3), keepdim=True)))
         assert torch.equal(attention(x), expected)
+
+
+@pytest.mark.parametrize("channels", [16, 24, 3, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_spatial_attention_is_the_convolution_over_the_mean_and_max_maps(channels: int, dtype: torch.dtype) -> None:
+    attention = SpatialAttention(channels).eval().to(dtype)
+    x = torch.randn(2, channels, 12, 12).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        maps = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        assert torch.equal(attention(x), x * torch.sigmoid(attention.conv(maps)))
