@@ -225,3 +225,15 @@ def test_encode_refuses_an_output_of_another_shape() -> None:
     decoded = decode_image(file_bytes(Image.fromarray(RGB), "PNG"))
     with pytest.raises(ValueError):
         encode_png(decoded, np.zeros((3, 4, 4), np.float32))
+
+
+def test_a_mostly_black_frame_encodes_small_and_exactly() -> None:
+    # A star field: the PNG strategy must still find the runs (Huffman-only coding gives about 90x the size).
+    sky = np.zeros((500, 500, 3), np.uint8)
+    stars = RNG.integers(0, 500, (100, 2))
+    sky[stars[:, 0], stars[:, 1]] = 255
+    decoded = decode_image(file_bytes(Image.fromarray(sky), "PNG"))
+    png = encode_png(decoded, decoded.pixels)
+    assert len(png) < 5_000
+    with Image.open(io.BytesIO(png)) as result:
+        assert np.array_equal(np.asarray(result), sky)
