@@ -13,6 +13,9 @@ vCPUs), repetitions interleaved so background load hits every contender alike, m
 - graphs: eager fp32, plainly traced fp32 (what was served before), the archive's frozen
   channels-last fp32 graph and its bf16 graph (``models.graphs``) on the same batch; speed-up
   = eager time / graph time, and the bf16 graph's largest difference from eager;
+- ceiling: each served graph's arithmetic rate (its FLOPs per second, non-convolution work
+  included) beside the rate of a large matrix product at the same precision, timed alternately:
+  how far the network is from what this CPU's vector units give a dense GEMM;
 - serving: the handler's work per request (``models.pipeline.denoise_bytes``, the function the
   handler calls, with the graph it would choose here) versus the bare graph over the same tiles;
 - http: latency through ``POST /predictions/<model>`` of the real front (nginx and TorchServe,
@@ -54,7 +57,7 @@ from .evaluate import served_network
 from .paths import corpus_split, split_argument
 
 BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
-SECTIONS = ("models", "graphs", "serving", "http")
+SECTIONS = ("models", "graphs", "ceiling", "serving", "http")
 NLM_H = 20
 
 
@@ -71,9 +74,10 @@ class BenchConfig:
     image: Path = field(default_factory=lambda: corpus_split("val") / BENCH_IMAGE)
     models: tuple[str, ...] = tuple(MODELS)
     weights_dir: Path = WEIGHTS_DIR
+    gemm_size: int = 2048
 
 
-QUICK = {"tile": 64, "batch": 2, "repeats": 2, "serving_megapixels": 0.02, "http_megapixels": (0.01, 0.02)}
+QUICK = {"tile": 64, "batch": 2, "repeats": 2, "gemm_size": 64, "serving_megapixels": 0.02, "http_megapixels": (0.01, 0.02)}
 
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:
@@ -160,6 +164,33 @@ def bench_graphs(cfg: BenchConfig) -> list[dict]:
             **{f"{key}_speedup": medians["eager"] / medians[key] for key in nets if key != "eager"},
             "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"],
         })
+    return rows
+
+
+GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def bench_ceiling(cfg: BenchConfig) -> list[dict]:
+    """Each served graph's GFLOP/s on a tile batch beside an n x n GEMM's at the same precision, interleaved."""
+    rows = []
+    batch = torch.rand(cfg.batch, 3, cfg.tile, cfg.tile)
+    n = cfg.gemm_size
+    operands = {key: (torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)) for key, dtype in GEMM_DTYPES.items()}
+    for name in tqdm(cfg.models, desc="ceiling", unit="model"):
+        eager = network(name, cfg.weights_dir)
+        flops = tile_flops(eager, cfg.tile) * cfg.batch
+        graphs = trace_graphs(eager)
+        calls = {f"graph_{key}": lambda g=graph: g(batch) for key, graph in graphs.items()}
+        calls |= {f"gemm_{key}": lambda a=a, b=b: a @ b for key, (a, b) in operands.items()}
+        with torch.inference_mode():
+            medians = interleaved(calls, cfg.repeats)
+        for key in graphs:
+            graph_rate = flops / medians[f"graph_{key}"] / 1e9
+            gemm_rate = 2 * n**3 / medians[f"gemm_{key}"] / 1e9
+            rows.append({
+                "model": name, "precision": key, "graph_ms": medians[f"graph_{key}"] * 1e3,
+                "graph_gflops_per_s": graph_rate, "gemm_gflops_per_s": gemm_rate, "share_of_gemm": graph_rate / gemm_rate,
+            })
     return rows
 
 
@@ -273,6 +304,8 @@ FORMATS = {
     "graphs": [("model", "{}"), ("eager_ms", "{:.1f}"), ("traced_ms", "{:.1f}"), ("fp32_ms", "{:.1f}"),
                ("bf16_ms", "{:.1f}"), ("traced_speedup", "{:.2f}"), ("fp32_speedup", "{:.2f}"),
                ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}")],
+    "ceiling": [("model", "{}"), ("precision", "{}"), ("graph_ms", "{:.1f}"), ("graph_gflops_per_s", "{:.0f}"),
+                ("gemm_gflops_per_s", "{:.0f}"), ("share_of_gemm", "{:.2f}")],
     "serving": [("model", "{}"), ("precision", "{}"), ("megapixels", "{:.2f}"), ("tiles", "{}"), ("decode_ms", "{:.1f}"),
                 ("tiling_ms", "{:.1f}"), ("network_ms", "{:.1f}"), ("encode_ms", "{:.1f}"), ("total_ms", "{:.1f}"),
                 ("bare_network_ms", "{:.1f}"), ("overhead_ratio", "{:.3f}")],
@@ -293,7 +326,7 @@ def run(sections: list[str], cfg: BenchConfig, url: str | None = None) -> dict[s
     """Run the chosen sections in order; returns their rows."""
     torch.set_num_threads(cfg.threads)
     runners = {
-        "models": bench_models, "graphs": bench_graphs, "serving": bench_serving,
+        "models": bench_models, "graphs": bench_graphs, "ceiling": bench_ceiling, "serving": bench_serving,
         "http": lambda c: bench_http(c, url),
     }
     return {section: runners[section](cfg) for section in SECTIONS if section in sections}
