@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .front import DEFAULT_LISTEN, read_properties
-from .paths import REPO
+from .paths import CONFIG, REPO
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-podman"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -40,7 +40,7 @@ CONTAINER_CA_BUNDLE = "/etc/pip-host-ca.pem"
 CONTAINER_WHEELS = "/wheels"
 CONTAINER_UID = 1000
 PUBLIC_PORT = int(DEFAULT_LISTEN.rsplit(":", 1)[1])  # nginx's, the only published port
-PROPERTIES = read_properties(REPO / "config.properties")
+PROPERTIES = read_properties(CONFIG)
 TORCHSERVE_PORTS = {key: urlparse(PROPERTIES[f"{key}_address"]).port for key in ("inference", "management", "metrics")}
 MANAGEMENT_PORT = TORCHSERVE_PORTS["management"]
 RUNTIME_STAGE = "runtime"

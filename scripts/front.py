@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-REPO = Path(__file__).resolve().parents[1]
+from .paths import REPO
+
 TEMPLATE = REPO / "nginx" / "nginx.conf.template"
 WEB_ROOT = REPO / "web"
 # Debian installs nginx in /usr/sbin, which a user's PATH may lack.

@@ -28,6 +28,8 @@ import requests
 from PIL import Image
 from tqdm import tqdm
 
+from scripts.paths import MODEL_STORE
+
 
 @dataclass
 class LoadResult:
@@ -154,7 +156,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--distinct-images", type=int, default=8, help="how many different photos to cycle")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-request timeout (s)")
     parser.add_argument("--serve", action="store_true", help="start a loopback TorchServe (all archives) for the run")
-    parser.add_argument("--model-store", type=Path, default=Path("model_store"))
+    parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     return parser.parse_args(argv)
 

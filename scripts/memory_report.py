@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from scripts.loadtest import synthetic_photo
+from scripts.paths import MODEL_STORE
 
 MIB = 1024 * 1024
 WARM_UP_MP = 0.2
@@ -80,7 +81,7 @@ def measure_sizes(inference_url: str, model: str, pid: int, sizes: Sequence[floa
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-store", type=Path, default=Path("model_store"))
+    parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
     parser.add_argument("--model", default="model_unet")
     parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0, 16.0], help="megapixels")
     parser.add_argument("--json", type=Path, default=None, help="also write the samples here")

@@ -20,6 +20,7 @@ CACHE_DIR = DATA_DIR / "cache"
 RUNS_DIR = REPO / "runs"
 IMAGES_DIR = REPO / "images"
 MODEL_STORE = REPO / "model_store"
+CONFIG = REPO / "config.properties"
 SHARED_CORPUS = REPO.parent / "shared" / "corpus"
 LOCAL_CORPUS = DATA_DIR / "corpus"
 CORPUS_CANDIDATES = (SHARED_CORPUS, LOCAL_CORPUS)

@@ -36,9 +36,8 @@ from typing import IO
 import requests
 
 from scripts.front import FrontSettings, effective_properties, front_settings, nginx_command, write_config
+from scripts.paths import CONFIG, MODEL_STORE
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "config.properties"
 STOP_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
 STARTUP_TIMEOUT = 600.0
@@ -335,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: serve a model store in the foreground behind the nginx front."""
     parser = argparse.ArgumentParser(description="Run TorchServe and its nginx front in the foreground; SIGTERM/Ctrl-C stop both.")
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--model-store", type=Path, default=REPO / "model_store")
+    parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
     parser.add_argument("--models", default="all", help="TorchServe --models value")
     parser.add_argument("--listen", help="public address host:port (default: $DENOISER_LISTEN or 0.0.0.0:8080)")
     args = parser.parse_args(argv)

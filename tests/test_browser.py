@@ -17,11 +17,11 @@ import requests
 from PIL import Image
 from playwright.sync_api import Browser
 
+from scripts.paths import IMAGES_DIR
 from scripts.server import Server, running_server
 
-ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path(__file__).parent / "frontend" / "index.html"
-SCREENSHOT = ROOT / "images" / "frontend-test.png"
+SCREENSHOT = IMAGES_DIR / "frontend-test.png"
 INPUT_SIZE = (96, 64)  # width, height: not square, not a multiple of 16, small enough to be quick.
 MODEL = "model_unet"
 SCREENSHOT_VIEWPORT = {"width": 600, "height": 320}  # the page's content, without a wide empty margin

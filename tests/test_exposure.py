@@ -11,7 +11,8 @@ import psutil
 import requests
 
 from models.imaging import MAX_PIXELS
-from scripts.server import REPO
+from scripts.front import read_properties
+from scripts.paths import CONFIG, REPO
 
 CODE_DIRS = ("models", "scripts", "tests")
 CODE_FILES = ("handler.py",)
@@ -29,16 +30,6 @@ UNSAFE_CODE = (
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
-def properties() -> dict[str, str]:
-    """The repository's ``config.properties`` as a dictionary."""
-    entries = {}
-    for line in (REPO / "config.properties").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            entries[key.strip()] = value.strip()
-    return entries
-
-
 def listening_addresses(pid: int) -> set[tuple[str, int]]:
     """(host, port) of every TCP socket listening in the process tree rooted at ``pid``."""
     root = psutil.Process(pid)
@@ -52,7 +43,7 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
 
 def test_deployment_config_keeps_torchserve_on_loopback() -> None:
     """Only nginx listens publicly: every TorchServe API, inference included, binds 127.0.0.1."""
-    config = properties()
+    config = read_properties(CONFIG)
     for key in ("inference_address", "management_address", "metrics_address"):
         assert urlparse(config[key]).hostname == "127.0.0.1", key
     for key in ("grpc_inference_address", "grpc_management_address"):
@@ -108,7 +99,7 @@ def test_the_image_runs_as_a_non_root_user() -> None:
 
 
 def test_size_limits_are_set_and_consistent() -> None:
-    config = properties()
+    config = read_properties(CONFIG)
     request_limit, response_limit = int(config["max_request_size"]), int(config["max_response_size"])
     assert 0 < request_limit <= 256 * 1024 * 1024
     # The largest accepted image, 8-bit RGBA that does not compress, must fit in one response
@@ -119,7 +110,7 @@ def test_size_limits_are_set_and_consistent() -> None:
 
 
 def test_a_body_over_the_request_limit_gets_413(server: Any) -> None:
-    limit = int(properties()["max_request_size"])
+    limit = int(read_properties(CONFIG)["max_request_size"])
     response = requests.post(
         f"{server.inference_url}/predictions/model_unet", data=b"\0" * (limit + 1), timeout=120
     )

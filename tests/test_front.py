@@ -27,7 +27,7 @@ from scripts.front import (
     render,
     write_config,
 )
-from scripts.server import CONFIG, REPO
+from scripts.paths import CONFIG, REPO
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"

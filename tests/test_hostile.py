@@ -19,22 +19,14 @@ import requests
 from PIL import Image
 
 from models import MODELS
-from scripts.server import REPO
+from scripts.front import read_properties
+from scripts.paths import CONFIG
 from tests.hostile_inputs import OK, REJECT, HostileCase, encode, hostile_cases, noise_image
 
 DEFAULT_MAX_REQUEST_SIZE = 6_553_500
 
 
-def config_value(key: str, default: int) -> int:
-    """An integer setting of the repository's ``config.properties`` (TorchServe's default if absent)."""
-    for line in (REPO / "config.properties").read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == key:
-            return int(value.strip())
-    return default
-
-
-MAX_REQUEST_SIZE = config_value("max_request_size", DEFAULT_MAX_REQUEST_SIZE)
+MAX_REQUEST_SIZE = int(read_properties(CONFIG).get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
 CASES = hostile_cases(MAX_REQUEST_SIZE)
 MODEL_NAMES = sorted(MODELS)
 SLOW_CHUNK_BYTES, SLOW_PAUSE_S = 512, 0.25

@@ -17,9 +17,10 @@ from PIL import Image
 from models import MODELS
 from models.noise import add_hybrid_noise
 from scripts.front import WEB_ROOT
-from scripts.server import REPO, Server
+from scripts.paths import IMAGES_DIR
+from scripts.server import Server
 
-SCREENSHOT = REPO / "images" / "page.png"
+SCREENSHOT = IMAGES_DIR / "page.png"
 VIEWPORT = {"width": 760, "height": 640}
 CROP = (60, 40, 540, 360)  # a 480x320 piece of images/clean.png: small enough to denoise in about a second
 PAGE_BYTES_LIMIT = 16_000  # index.html, app.js and style.css together
@@ -29,7 +30,7 @@ SCREENSHOT_COLOURS = 256  # the README's screenshot is stored with an adaptive p
 @pytest.fixture(scope="module")
 def noisy_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The README's photo (scikit-image's coffee) cropped and degraded with the hybrid noise model, as PNG."""
-    clean = np.asarray(Image.open(REPO / "images" / "clean.png").convert("RGB").crop(CROP))
+    clean = np.asarray(Image.open(IMAGES_DIR / "clean.png").convert("RGB").crop(CROP))
     noisy, _ = add_hybrid_noise(clean, np.random.default_rng(0))
     path = tmp_path_factory.mktemp("page") / "coffee-noisy.png"
     Image.fromarray(noisy).save(path)

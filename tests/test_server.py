@@ -29,10 +29,10 @@ from models import MODELS
 from models.degradations import degrade
 from scripts.dataset import list_images, load_rgb
 from scripts.evaluate import denoise_image, score, served_network
+from scripts.paths import REPO
 from scripts.server import free_port, models_value, running_server
 from tests.photos import TRAIN_PHOTOS, photo_folder
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = sorted(MODELS)
 TIMEOUT = 600
 
@@ -150,8 +150,8 @@ def test_eight_concurrent_requests_each_get_their_own_answer(server: Any) -> Non
 
 def test_api_test_script_passes_against_the_server(server: Any) -> None:
     run = subprocess.run(
-        [sys.executable, str(ROOT / "api-test.py"), "--url", server.inference_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+        [sys.executable, str(REPO / "api-test.py"), "--url", server.inference_url],
+        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
     )
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -218,7 +218,7 @@ def serve_script(model_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess
     }
     command = [sys.executable, "-m", "scripts.server", "--model-store", str(model_store),
                "--models", models_value(["model_unet"])]
-    serving = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serving = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     front, torchserve = (f"http://127.0.0.1:{ports[name]}" for name in ("front", "inference"))
     try:
         deadline = time.monotonic() + 300

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.paths import REPO
 from scripts.sync_space import attributes_line, lfs_paths
 
-REPO = Path(__file__).resolve().parents[1]
 HOOK = Path(__file__).with_name("hf_pre_receive.py")
 WORKFLOW = REPO / ".github" / "workflows" / "sync_to_hf.yml"
 SPACE_ENV = {"HF_TOKEN": "hf_offline_test_token", "HF_SPACE_OWNER": "owner", "HF_SPACE_NAME": "denoiser"}

