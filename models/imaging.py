@@ -40,7 +40,7 @@ PROFILE_KEEPING_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RG
 ALPHA_COLOUR_MODES = frozenset({"RGBA", "RGBa", "PA"})
 # zlib level 1 with run-length matching only: on a denoised 1 MP photo 13 % faster and 6 % smaller
 # than level 1's default strategy, and still 4x smaller on a mostly black frame (where
-# Huffman-only coding would be 25x larger). Decoders see an ordinary PNG.
+# Huffman-only coding would be about 90x larger, tested). Decoders see an ordinary PNG.
 PNG_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE
 

@@ -53,7 +53,7 @@ from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
 
 from .dataset import load_rgb
-from .evaluate import served_network
+from .evaluate import png_bytes, served_network
 from .paths import corpus_split, split_argument
 
 BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
@@ -78,12 +78,6 @@ class BenchConfig:
 
 
 QUICK = {"tile": 64, "batch": 2, "repeats": 2, "gemm_size": 64, "serving_megapixels": 0.02, "http_megapixels": (0.01, 0.02)}
-
-
-def median_seconds(call: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls (after one warm-up call)."""
-    call()
-    return statistics.median(timed(call) for _ in range(repeats))
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -117,9 +111,7 @@ def photo_png(path: Path, megapixels: float, seed: int = 0) -> bytes:
     scale = (megapixels * 1e6 / (clean.shape[0] * clean.shape[1])) ** 0.5
     size = (max(round(clean.shape[1] * scale), 16), max(round(clean.shape[0] * scale), 16))
     resized = np.asarray(Image.fromarray(clean).resize(size, Image.Resampling.LANCZOS))
-    buffer = io.BytesIO()
-    Image.fromarray(degrade(resized, "hybrid", 0, seed)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(degrade(resized, "hybrid", 0, seed))
 
 
 def tile_flops(net: torch.nn.Module, tile: int) -> float:
@@ -136,7 +128,7 @@ def bench_models(cfg: BenchConfig) -> list[dict]:
     for name in tqdm(cfg.models, desc="models", unit="model"):
         net = network(name, cfg.weights_dir)
         with torch.inference_mode():
-            seconds = median_seconds(lambda: net(batch), cfg.repeats)
+            seconds = interleaved({"net": lambda: net(batch)}, cfg.repeats)["net"]
         rows.append({
             "model": name,
             "parameters": sum(p.numel() for p in net.parameters()),
@@ -288,7 +280,7 @@ def nlm_median(body: bytes, cfg: BenchConfig) -> float:
     cv2.setNumThreads(cfg.threads)
     with Image.open(io.BytesIO(body)) as image:
         pixels = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    return median_seconds(lambda: cv2.fastNlMeansDenoisingColored(pixels, None, NLM_H, NLM_H, 7, 21), cfg.repeats)
+    return interleaved({"nlm": lambda: cv2.fastNlMeansDenoisingColored(pixels, None, NLM_H, NLM_H, 7, 21)}, cfg.repeats)["nlm"]
 
 
 def cpu_description() -> str:

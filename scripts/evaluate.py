@@ -59,11 +59,16 @@ def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = 
     return graph, choice.precision
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 HxWx3 image as PNG bytes (what a user uploads)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def denoise_image(net: Network, noisy: np.ndarray, tiles: TileConfig = HandlerSettings().tiles) -> np.ndarray:
     """Denoise a uint8 HxWx3 image exactly as the server answers its PNG upload."""
-    upload = io.BytesIO()
-    Image.fromarray(noisy).save(upload, format="PNG")
-    answer = denoise_bytes(net, upload.getvalue(), tiles)
+    answer = denoise_bytes(net, png_bytes(noisy), tiles)
     with Image.open(io.BytesIO(answer.png)) as result:
         return np.asarray(result.convert("RGB"))
 

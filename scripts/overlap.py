@@ -23,23 +23,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR
-from models.degradations import PRESETS, degrade
+from models.degradations import PRESETS, degrade, to_uint8
 from models.pipeline import denoise_bytes
 from models.settings import HandlerSettings
 from models.tiling import denoise_whole, edge_margin
 
 from .dataset import list_images, load_rgb
-from .evaluate import score, served_network
+from .evaluate import png_bytes, score, served_network
 from .paths import split_argument
 
 OVERLAPS = (0, 8, 16, 24, 32)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A uint8 HxWx3 image as PNG bytes (what a user uploads)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def measure(name: str, files: list[Path], setting: str, overlaps: tuple[int, ...], weights_dir: Path) -> list[dict]:
@@ -62,8 +55,8 @@ def measure(name: str, files: list[Path], setting: str, overlaps: tuple[int, ...
             per_mp.setdefault(key, []).append((answer.seconds["network"] + answer.seconds["tiling"]) / megapixels)
             tiles_per_mp.setdefault(key, []).append(answer.tiles / megapixels)
         tensor = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1))).float() / 255.0
-        whole = denoise_whole(net, tensor, 2 ** MODELS[name].config["depth"]).clamp(0, 1)
-        result = np.round(whole.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
+        whole = denoise_whole(net, tensor, 2 ** MODELS[name].config["depth"])
+        result = to_uint8(whole.numpy().transpose(1, 2, 0))
         psnr.setdefault("whole", []).append(score(clean, result)["psnr"])
     reference = float(np.mean(psnr["whole"]))
     rows = [{
