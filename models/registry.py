@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -58,15 +59,20 @@ def save_weights(name: str, model: nn.Module, info: dict[str, Any], weights_dir:
     info_path.write_text(json.dumps(info, indent=2) + "\n")
 
 
-def load_pretrained(name: str, weights_dir: Path = WEIGHTS_DIR) -> UNetSkeleton:
-    """Rebuild a model from its JSON configuration and load its tensors without unpickling."""
+def read_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A model's saved tensors (safetensors, no unpickling) and the JSON description beside them."""
     tensors_path, info_path = weight_paths(name, weights_dir)
     if not tensors_path.exists():
         raise FileNotFoundError(
             f"no trained weights for {name} at {tensors_path}; train them with "
             f"'python -m scripts.train --model {name}'"
         )
-    info = json.loads(info_path.read_text())
+    return load_file(str(tensors_path)), json.loads(info_path.read_text())
+
+
+def load_pretrained(name: str, weights_dir: Path = WEIGHTS_DIR) -> UNetSkeleton:
+    """Rebuild a model from its JSON configuration and load its tensors."""
+    tensors, info = read_weights(name, weights_dir)
     model = build_model(name, **info.get("config", {}))
-    model.load_state_dict(load_file(str(tensors_path)))
+    model.load_state_dict(tensors)
     return model.eval()

@@ -35,12 +35,16 @@ def pixel_hash(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def random_crop(images: list[np.ndarray], weights: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
-    """A ``crop`` x ``crop`` patch of an image drawn in proportion to ``weights``, under a random D4 transform."""
-    image = images[rng.choice(len(images), p=weights)]
+def crop_anywhere(image: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``crop`` x ``crop`` view of ``image`` at a uniformly drawn position."""
     top = int(rng.integers(0, image.shape[0] - crop + 1))
     left = int(rng.integers(0, image.shape[1] - crop + 1))
-    patch = np.rot90(image[top:top + crop, left:left + crop], int(rng.integers(4)))
+    return image[top:top + crop, left:left + crop]
+
+
+def random_crop(images: list[np.ndarray], weights: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``crop`` x ``crop`` patch of an image drawn in proportion to ``weights``, under a random D4 transform."""
+    patch = np.rot90(crop_anywhere(images[rng.choice(len(images), p=weights)], crop, rng), int(rng.integers(4)))
     return np.ascontiguousarray(patch[:, ::-1] if rng.random() < 0.5 else patch)
 
 
@@ -93,10 +97,7 @@ def fixed_pairs(images: list[np.ndarray], crop: int, count: int, degradation: De
     noisy, clean = [], []
     for index in range(count):
         rng = np.random.default_rng([seed, index])
-        image = images[index % len(images)]
-        top = int(rng.integers(0, image.shape[0] - crop + 1))
-        left = int(rng.integers(0, image.shape[1] - crop + 1))
-        patch = np.ascontiguousarray(image[top:top + crop, left:left + crop])
+        patch = np.ascontiguousarray(crop_anywhere(images[index % len(images)], crop, rng))
         clean.append(patch)
         noisy.append(degradation(patch, rng))
     return torch.from_numpy(np.stack(noisy)), torch.from_numpy(np.stack(clean))

@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from models import MODELS, WEIGHTS_DIR, build_model, save_weights, weight_paths
 from models.degradations import PRESETS, BlindNoiseConfig, Degradation
 from models.precision import PRECISIONS, wants_bf16
+from models.registry import read_weights
 
 from .dataset import DegradedCrops, fixed_pairs, refuse_shared_images, usable_images
 from .paths import RUNS_DIR, corpus_split, split_argument
@@ -357,9 +357,9 @@ def warm_start(model: torch.nn.Module, name: str, weights_dir: Path) -> dict:
 
     The architecture configuration must match: ``load_state_dict`` refuses tensors of another shape.
     """
-    tensors_path, info_path = weight_paths(name, weights_dir)
-    model.load_state_dict(load_file(str(tensors_path)))
-    return json.loads(info_path.read_text()).get("training", {})
+    tensors, info = read_weights(name, weights_dir)
+    model.load_state_dict(tensors)
+    return info.get("training", {})
 
 
 def training_runs(training: dict) -> list[dict]:
@@ -434,8 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     measuring = args.pop("measure")
     args["train_src"] = split_argument(parser, args["train_src"], "train")
     args["val_src"] = split_argument(parser, args["val_src"], "val")
-    arch = {k: args.pop(k) for k in ("width", "depth") if args[k] is not None}
-    args.pop("width", None), args.pop("depth", None)
+    arch = {key: value for key in ("width", "depth") if (value := args.pop(key)) is not None}
     cfg = TrainConfig(arch=arch, **args)
     if measuring:
         print(json.dumps(measure(cfg)))
