@@ -37,10 +37,15 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 
 
+def check_precision(precision: str, name: str = "precision") -> None:
+    """Refuse anything but ``auto``, ``fp32`` or ``bf16``, naming the setting ``name``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
 def wants_bf16(precision: str, device: torch.device) -> bool:
     """Resolve ``auto | fp32 | bf16`` for ``device``: ``auto`` means bf16 exactly where it is native."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    check_precision(precision)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
@@ -79,8 +84,7 @@ def choose_precision(
     (largest absolute difference, 0-1 scale) of the fp32 graph; ``bf16`` forces it. Both graphs
     are warmed up ``warm_up`` times first (TorchScript optimises a graph after its first calls).
     """
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    check_precision(requested)
     if requested == "fp32":
         return PrecisionChoice("fp32", "asked for fp32")
     if "bf16" not in graphs:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .imaging import MAX_PIXELS
-from .precision import PRECISIONS
+from .precision import check_precision
 from .tiling import TileConfig
 
 THREADS_ENV = "DENOISER_THREADS"
@@ -37,8 +37,7 @@ class HandlerSettings:
     bf16_tolerance: float = BF16_TOLERANCE
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"handler.precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        check_precision(self.precision, "handler.precision")
         TileConfig(self.tile, self.overlap, self.tile_batch)  # raises ValueError on a bad combination
 
     @classmethod
