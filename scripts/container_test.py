@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 from .front import DEFAULT_LISTEN, read_properties
 from .paths import CONFIG, REPO
+from .server import free_port
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-podman"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -180,13 +181,6 @@ def build_image(env: dict[str, str], config: ContainerTestConfig, base_image: st
         args += ["-v", f"{config.wheel_dir}:{CONTAINER_WHEELS}:ro", "--build-arg", f"PIP_FIND_LINKS={CONTAINER_WHEELS}"]
     podman(env, *args, "--target", RUNTIME_STAGE, "-t", RUNTIME_CACHE_TAG, str(REPO), timeout=3600)
     podman(env, *args, "-t", config.tag, str(REPO), timeout=3600)
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def models_ready(env: dict[str, str], container: str) -> bool:
