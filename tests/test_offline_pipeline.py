@@ -14,7 +14,7 @@ BATCH = 16
 STEPS = 50
 
 
-def test_prepare_train_evaluate_end_to_end(tmp_path) -> None:
+def test_train_evaluate_end_to_end(tmp_path) -> None:
     train_src = photo_folder(tmp_path / "photos" / "train", TRAIN_PHOTOS)
     val_src = photo_folder(tmp_path / "photos" / "val", VAL_PHOTOS)
     summary = train(TrainConfig(

@@ -12,21 +12,16 @@ from PIL import Image
 from models.imaging import ImageError, decode_image, encode_png
 from models.pipeline import denoise_bytes
 from models.tiling import TileConfig, count_tiles, denoise_tiled
+from scripts.evaluate import png_bytes
 from tests.networks import random_network
 
 TILES = TileConfig(tile=32, overlap=8, batch_size=4)
 PIXELS = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def test_the_answer_is_the_tiled_output_encoded_like_the_input() -> None:
     net = random_network("model_unet", width=4, depth=2).eval()
-    data = png(PIXELS)
+    data = png_bytes(PIXELS)
     answer = denoise_bytes(net, data, TILES)
     decoded = decode_image(data)
     expected = encode_png(decoded, denoise_tiled(net, torch.from_numpy(decoded.pixels), TILES).numpy())
@@ -43,7 +38,7 @@ def test_network_seconds_are_measured_inside_the_network_calls() -> None:
         time.sleep(0.02)
         return batch
 
-    answer = denoise_bytes(slow_identity, png(PIXELS), TILES)
+    answer = denoise_bytes(slow_identity, png_bytes(PIXELS), TILES)
     assert sum(calls) == answer.tiles and len(calls) == -(-answer.tiles // TILES.batch_size)
     assert answer.seconds["network"] >= 0.02 * len(calls)
     assert answer.seconds["total"] >= answer.seconds["network"] + answer.seconds["decode"] + answer.seconds["encode"]
