@@ -38,9 +38,9 @@ COLOUR_MODES = frozenset({"RGB", "RGBX", "CMYK", "YCbCr", "HSV"})
 # Modes whose colour profile (if any) still describes the pixels after conversion to RGB/gray.
 PROFILE_KEEPING_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa"}) | SIXTEEN_BIT_MODES
 ALPHA_COLOUR_MODES = frozenset({"RGBA", "RGBa", "PA"})
-# zlib level 1 with run-length matching only: on a denoised 1 MP photo 13 % faster and 6 % smaller
-# than level 1's default strategy, and still 4x smaller on a mostly black frame (where
-# Huffman-only coding would be about 90x larger, tested). Decoders see an ordinary PNG.
+# zlib level 1 with run-length matching only: faster and smaller than level 1's default strategy on
+# a denoised photo, and still small on a mostly black frame, where Huffman-only coding is not
+# (``python -m scripts.benchmark --section png``; README "Models"). Decoders see an ordinary PNG.
 PNG_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE
 
@@ -207,8 +207,11 @@ def quantise(values: np.ndarray, peak: int) -> np.ndarray:
     return scaled.astype(np.uint16 if peak > EIGHT_BIT else np.uint8)
 
 
-def encode_png(decoded: DecodedImage, output: np.ndarray) -> bytes:
-    """PNG bytes of a 3xHxW float ``output`` in the kind and size of the decoded input."""
+def encode_png(decoded: DecodedImage, output: np.ndarray, level: int = PNG_LEVEL, strategy: int = PNG_STRATEGY) -> bytes:
+    """PNG bytes of a 3xHxW float ``output`` in the kind and size of the decoded input.
+
+    ``level`` and ``strategy`` are zlib's; the served ones are the defaults (the benchmark tries others).
+    """
     if output.shape != decoded.pixels.shape:
         raise ValueError(f"output shape {output.shape} differs from the input's {decoded.pixels.shape}")
     output = np.asarray(output, dtype=np.float32)
@@ -228,5 +231,5 @@ def encode_png(decoded: DecodedImage, output: np.ndarray) -> bytes:
             image = Image.fromarray(rgb)
     buffer = io.BytesIO()
     profile = {"icc_profile": decoded.icc_profile} if decoded.icc_profile else {}
-    image.save(buffer, format="PNG", compress_level=PNG_LEVEL, compress_type=PNG_STRATEGY, **profile)
+    image.save(buffer, format="PNG", compress_level=level, compress_type=strategy, **profile)
     return buffer.getvalue()

@@ -16,6 +16,8 @@ vCPUs), repetitions interleaved so background load hits every contender alike, m
 - ceiling: each served graph's arithmetic rate (its FLOPs per second, non-convolution work
   included) beside the rate of a large matrix product at the same precision, timed alternately:
   how far the network is from what this CPU's vector units give a dense GEMM;
+- png: the answer's PNG encode (``models.imaging.encode_png``) of a denoised photo and of a
+  mostly black star field at the served zlib setting and the alternatives, time and size;
 - serving: the handler's work per request (``models.pipeline.denoise_bytes``, the function the
   handler calls, with the graph it would choose here) versus the bare graph over the same tiles;
 - http: latency through ``POST /predictions/<model>`` of the real front (nginx and TorchServe,
@@ -32,6 +34,7 @@ import json
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -46,6 +49,7 @@ from tqdm import tqdm
 from models import MODELS, WEIGHTS_DIR, build_model, load_pretrained
 from models.degradations import degrade
 from models.graphs import trace_graphs
+from models.imaging import PNG_LEVEL, PNG_STRATEGY, decode_image, encode_png
 from models.pipeline import denoise_bytes
 from models.precision import BF16_CPU_FLAGS, CPUINFO, cpu_flags
 from models.registry import weight_paths
@@ -57,7 +61,7 @@ from .evaluate import png_bytes, served_network
 from .paths import corpus_split, split_argument
 
 BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
-SECTIONS = ("models", "graphs", "ceiling", "serving", "http")
+SECTIONS = ("models", "graphs", "ceiling", "png", "serving", "http")
 NLM_H = 20
 
 
@@ -198,6 +202,45 @@ def bare_forward(net: Network, tiles: int, config: TileConfig = TileConfig()) ->
     return run
 
 
+# zlib settings tried for the answer's PNG: (level, strategy); the first is the served one.
+PNG_SETTINGS = {
+    "level 1, run-length (served)": (PNG_LEVEL, PNG_STRATEGY),
+    "level 1, default strategy": (1, zlib.Z_DEFAULT_STRATEGY),
+    "level 1, Huffman only": (1, zlib.Z_HUFFMAN_ONLY),
+    "level 0, stored": (0, zlib.Z_DEFAULT_STRATEGY),
+}
+
+
+def star_field(megapixels: float, seed: int = 0) -> np.ndarray:
+    """A black uint8 RGB frame of about ``megapixels`` with one white star per 3,000 pixels (astronomy)."""
+    side = max(round((megapixels * 1e6) ** 0.5), 16)
+    rng = np.random.default_rng(seed)
+    frame = np.zeros((side, side, 3), np.uint8)
+    stars = rng.integers(0, side, (max(side * side // 3000, 1), 2))
+    frame[stars[:, 0], stars[:, 1]] = 255
+    return frame
+
+
+def bench_png(cfg: BenchConfig) -> list[dict]:
+    """Encode time and size of the answer's PNG at each of ``PNG_SETTINGS``, interleaved, for two kinds of image."""
+    graph, _ = served_network(cfg.models[0], cfg.weights_dir)
+    photo = denoise_bytes(graph, photo_png(cfg.image, cfg.serving_megapixels), HandlerSettings().tiles).png
+    images = {"denoised photo": photo, "star field": png_bytes(star_field(cfg.serving_megapixels))}
+    rows = []
+    for image, body in images.items():
+        decoded = decode_image(body)
+        calls = {key: lambda s=setting: encode_png(decoded, decoded.pixels, *s) for key, setting in PNG_SETTINGS.items()}
+        medians = interleaved(calls, cfg.repeats)
+        served = next(iter(PNG_SETTINGS))
+        sizes = {key: len(call()) for key, call in calls.items()}
+        rows += [{
+            "image": image, "megapixels": decoded.megapixels, "setting": key, "encode_ms": medians[key] * 1e3,
+            "kilobytes": sizes[key] / 1e3, "time_vs_served": medians[key] / medians[served],
+            "size_vs_served": sizes[key] / sizes[served],
+        } for key in PNG_SETTINGS]
+    return rows
+
+
 def bench_serving(cfg: BenchConfig) -> list[dict]:
     """Handler end-to-end time versus the bare graph over the same tiles, per model."""
     body = photo_png(cfg.image, cfg.serving_megapixels)
@@ -298,6 +341,8 @@ FORMATS = {
                ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}")],
     "ceiling": [("model", "{}"), ("precision", "{}"), ("graph_ms", "{:.1f}"), ("graph_gflops_per_s", "{:.0f}"),
                 ("gemm_gflops_per_s", "{:.0f}"), ("share_of_gemm", "{:.2f}")],
+    "png": [("image", "{}"), ("megapixels", "{:.2f}"), ("setting", "{}"), ("encode_ms", "{:.1f}"), ("kilobytes", "{:.0f}"),
+            ("time_vs_served", "{:.2f}"), ("size_vs_served", "{:.2f}")],
     "serving": [("model", "{}"), ("precision", "{}"), ("megapixels", "{:.2f}"), ("tiles", "{}"), ("decode_ms", "{:.1f}"),
                 ("tiling_ms", "{:.1f}"), ("network_ms", "{:.1f}"), ("encode_ms", "{:.1f}"), ("total_ms", "{:.1f}"),
                 ("bare_network_ms", "{:.1f}"), ("overhead_ratio", "{:.3f}")],
@@ -318,7 +363,7 @@ def run(sections: list[str], cfg: BenchConfig, url: str | None = None) -> dict[s
     """Run the chosen sections in order; returns their rows."""
     torch.set_num_threads(cfg.threads)
     runners = {
-        "models": bench_models, "graphs": bench_graphs, "ceiling": bench_ceiling, "serving": bench_serving,
+        "models": bench_models, "graphs": bench_graphs, "ceiling": bench_ceiling, "png": bench_png, "serving": bench_serving,
         "http": lambda c: bench_http(c, url),
     }
     return {section: runners[section](cfg) for section in SECTIONS if section in sections}

@@ -44,7 +44,7 @@ def test_the_cpu_is_named_with_its_bf16_units(monkeypatch) -> None:
 
 def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> None:
     results = main([
-        "--quick", "--repeats", "1", "--section", "models", "graphs", "ceiling", "serving", "--image", str(image),
+        "--quick", "--repeats", "1", "--section", "models", "graphs", "ceiling", "png", "serving", "--image", str(image),
         "--weights-dir", str(weights), "--json", str(tmp_path / "bench.json"),
     ])
     out = capsys.readouterr().out
@@ -52,6 +52,11 @@ def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> 
         assert f"## {section}" in out and len(results[section]) == len(MODELS)
     assert "## ceiling" in out and len(results["ceiling"]) == 2 * len(MODELS)
     assert all(row["graph_gflops_per_s"] > 0 and row["share_of_gemm"] > 0 for row in results["ceiling"])
+    png = {(row["image"], row["setting"]): row for row in results["png"]}
+    assert len(png) == 2 * len(benchmark.PNG_SETTINGS)
+    assert all(row["size_vs_served"] == 1 for key, row in png.items() if key[1].endswith("(served)"))
+    # The reason the served strategy is not Huffman-only: runs of black must still compress.
+    assert png[("star field", "level 1, Huffman only")]["size_vs_served"] > 5
     assert all(row["fp32_max_abs_diff"] < 1e-5 and row["bf16_max_abs_diff"] < 0.05 for row in results["graphs"])
     assert all(row["precision"] in {"fp32", "bf16"} for row in results["serving"])
     assert all(row["overhead_ratio"] > 0 and row["tiles"] >= 1 for row in results["serving"])
