@@ -119,9 +119,9 @@ def denoise_tiled(net: Network, image: torch.Tensor, config: TileConfig = TileCo
     for first in range(0, len(positions), config.batch_size):
         batch_positions = positions[first:first + config.batch_size]
         batch = torch.stack([padded[:, y:y + tile, x:x + tile] for y, x in batch_positions])
-        result = net(batch).float()
-        for (y, x), tile_out in zip(batch_positions, result):
-            out[:, y:y + tile, x:x + tile] += tile_out * window
+        weighted = net(batch).float() * window
+        for (y, x), tile_out in zip(batch_positions, weighted):
+            out[:, y:y + tile, x:x + tile] += tile_out
             weight[y:y + tile, x:x + tile] += window
     out /= weight
     return out[:, overlap:overlap + height, overlap:overlap + width]
