@@ -123,11 +123,11 @@ def template_values(settings: FrontSettings) -> dict[str, str]:
         "run_dir": settings.run_dir,
         "access_log": settings.access_log,
         "web_root": settings.web_root,
-        # Started by root (a developer's machine, CI), nginx would run its worker as "nobody",
-        # which cannot use the private temp folders: it runs as whoever starts it.
-        "user_directive": "user root;" if os.geteuid() == 0 else "",
     }
-    return {name: checked(name, value) if name != "user_directive" else str(value) for name, value in values.items()}
+    # Started by root (a developer's machine, CI), nginx would run its worker as "nobody", which
+    # cannot use the private temp folders: it runs as whoever starts it. A directive, not a value.
+    user_directive = "user root;" if os.geteuid() == 0 else ""
+    return {**{name: checked(name, value) for name, value in values.items()}, "user_directive": user_directive}
 
 
 def render(settings: FrontSettings, template: Path = TEMPLATE) -> str:
