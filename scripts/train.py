@@ -3,14 +3,18 @@
     python -m scripts.train --model model_unet --minutes 60          # a time budget
     python -m scripts.train --model model_unet --minutes 90 --resume # extend it later
     python -m scripts.train --model model_unet --minutes 60 --init models/weights  # fine-tune
+    python -m scripts.train --model model_unet --minutes 30 --init models/weights --crops 128 \
+        --lr 2e-4 --hybrid-share 0.5                                 # lean towards the hybrid model
     python -m scripts.train --model model_unet --measure             # loader vs step patches/s
 
 Every batch is a fresh draw of random crops from ``--train-src`` degraded by ``--noise`` (the
-blind mixture by default, ``models.degradations``), so no two batches share their noise. Crops
+blind mixture by default, ``models.degradations``; ``--hybrid-share`` changes the share of its
+patches that get the seed's hybrid model, for training only), so no two batches share their noise. Crops
 grow from the first to the last of ``--crops`` over the run (progressive training) at a
 constant number of pixels per batch. An "epoch" is ``--epoch-patches`` patches followed by
 validation on fixed crops of ``--val-src``; the raw and the EMA weights are both scored and
-the better is kept. bf16 autocast and channels-last run where bf16 is native (``--precision``).
+the better is kept. A fine-tune (``--init``) first scores the weights it starts from, and
+keeps an epoch only if it beats them. bf16 autocast and channels-last run where bf16 is native (``--precision``).
 The learning rate follows a cosine schedule over the budget (minutes when given, else epochs).
 ``runs/<model>/last.pt`` holds the resumable state (tensors and numbers only, loaded with
 ``weights_only=True``); ``log.csv`` the curve.
@@ -54,6 +58,7 @@ class TrainConfig:
     train_src: Path | None = None
     val_src: Path | None = None
     noise: str = "blind"
+    hybrid_share: float | None = None
     run_dir: Path | None = None
     weights_dir: Path = WEIGHTS_DIR
     arch: dict[str, Any] = field(default_factory=dict)
@@ -84,12 +89,20 @@ class TrainConfig:
         self.crops = tuple(self.crops)
         if self.noise not in NOISES:
             raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISES)}")
+        if self.hybrid_share is not None and (self.noise != "blind" or not 0 <= self.hybrid_share <= 1):
+            raise ValueError(f"--hybrid-share {self.hybrid_share} needs the blind mixture and a share in [0, 1]")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"a budget of {self.minutes} minutes trains no step")
         if self.epochs < 1 or self.epoch_patches < self.batch_for(self.crops[0]):
             raise ValueError(
                 f"{self.epochs} epochs of {self.epoch_patches} patches give no step at batch {self.batch_for(self.crops[0])}"
             )
+
+    def training_noise(self) -> Degradation:
+        """What training patches are degraded with: ``noise``, with the hybrid share overridden if given."""
+        if self.hybrid_share is None:
+            return NOISES[self.noise]
+        return BlindNoiseConfig(hybrid_share=self.hybrid_share)
 
     def batch_for(self, crop: int) -> int:
         """Patches per step at ``crop``: ``batch`` at the first crop, then as many pixels per step."""
@@ -186,7 +199,7 @@ class Batches:
         crop = self.cfg.crop_at(progress)
         if crop != self.crop:
             self.crop, self.stream = crop, self.stream + 1
-            dataset = DegradedCrops(self.images, crop, self.cfg.batch_for(crop), NOISES[self.cfg.noise],
+            dataset = DegradedCrops(self.images, crop, self.cfg.batch_for(crop), self.cfg.training_noise(),
                                     self.cfg.seed, self.stream)
             workers = self.cfg.workers
             self.iterator = iter(DataLoader(dataset, batch_size=None, num_workers=workers,
@@ -278,7 +291,8 @@ def run_summary(cfg: TrainConfig, trainer: Trainer, val_psnr: float, noisy_psnr:
             "wall_minutes": round(state["elapsed"] / 60, 1),
             "patches_per_s": round(state["patches"] / max(state["elapsed"], 1e-9), 1),
             "device": device_name(trainer.device), "precision": "bf16" if trainer.bf16 else "fp32",
-            "noise": cfg.noise, "crops": list(cfg.crops), "batch": cfg.batch, "loss": cfg.loss, "lr": cfg.lr,
+            "noise": cfg.noise, **({"hybrid_share": cfg.hybrid_share} if cfg.hybrid_share is not None else {}),
+            "crops": list(cfg.crops), "batch": cfg.batch, "loss": cfg.loss, "lr": cfg.lr,
             "ema": cfg.ema, "val_patches": cfg.val_patches, "val_crop": cfg.val_crop,
             **({"warm_start": state["warm_start"]} if state.get("warm_start") else {}),
         },
@@ -296,6 +310,9 @@ def train(cfg: TrainConfig) -> dict:
     refuse_shared_images(batches.images, val_images)
     val_pairs = fixed_pairs(val_images, cfg.val_crop, cfg.val_patches, NOISES[cfg.noise], seed=cfg.seed + 1)
     _, noisy_psnr = validate(torch.nn.Identity(), val_pairs, trainer.loss_fn, device, False)
+    if trainer.state["epoch"] == 0 and cfg.init is not None:
+        _, trainer.state["best_psnr"] = validate(trainer.model, val_pairs, trainer.loss_fn, device, trainer.bf16)
+        print(f"{cfg.model} starts from {cfg.init}: val PSNR {trainer.state['best_psnr']:.2f} dB", flush=True)
     state, summary = trainer.state, {}
     trainer.model.train()
     with StopFlag().installed() as stop:
@@ -372,7 +389,10 @@ def training_runs(training: dict) -> list[dict]:
 
 
 def summary_table(weights_dir: Path = WEIGHTS_DIR) -> str:
-    """A Markdown table of every saved model's training, warm starts added up, from the JSON beside its weights."""
+    """A Markdown table of every saved model's training, warm starts added up, from the JSON beside its weights.
+
+    Noise, crops and patches/s are the last run's; devices lists every run's, first use first.
+    """
     lines = [
         "| model | width / depth | runs | patches seen | noise | crops | wall minutes | patches/s | device, precision "
         "| val PSNR (noisy) |",
@@ -386,11 +406,12 @@ def summary_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         runs = training_runs(info.get("training", {}))
         last = runs[-1]
         crops = "/".join(str(c) for c in last.get("crops", [last.get("crop")]))
+        noise = last.get("noise", "hybrid") + (f", hybrid share {last['hybrid_share']}" if "hybrid_share" in last else "")
+        devices = " + ".join(dict.fromkeys(f"{r['device']}, {r.get('precision', 'fp32')}" for r in runs))
         lines.append(
             f"| {spec.title} | {info['config']['width']} / {info['config']['depth']} | {len(runs)} "
-            f"| {sum(r['patches_seen'] for r in runs):,} | {last.get('noise', 'hybrid')} | {crops} "
-            f"| {sum(r['wall_minutes'] for r in runs):.0f} | {last.get('patches_per_s', '-')} "
-            f"| {last['device']}, {last.get('precision', 'fp32')} "
+            f"| {sum(r['patches_seen'] for r in runs):,} | {noise} | {crops} "
+            f"| {sum(r['wall_minutes'] for r in runs):.0f} | {last.get('patches_per_s', '-')} | {devices} "
             f"| {last['val_psnr']:.2f} dB ({last['val_psnr_noisy']:.2f} dB) |"
         )
     return "\n".join(lines) + "\n"
@@ -412,6 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-src", type=Path, help="clean training photos (default: the corpus's train/)")
     parser.add_argument("--val-src", type=Path, help="clean validation photos (default: the corpus's val/)")
     parser.add_argument("--noise", choices=list(NOISES), default=TrainConfig.noise)
+    parser.add_argument("--hybrid-share", type=float, help="share of blind-mixture training patches given the hybrid model")
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--width", type=int, help="override the registry's width")
@@ -440,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(cfg)))
         return
     summary = train(cfg)
-    print(summary.get("training", "no epoch finished"))
+    print(summary.get("training", "no epoch finished or beat the starting weights"))
 
 
 if __name__ == "__main__":

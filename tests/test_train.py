@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models import load_pretrained
+from models.degradations import BlindNoiseConfig
 from scripts.train import (
     StopFlag,
     TrainConfig,
@@ -89,18 +90,35 @@ def test_schedule_and_metrics() -> None:
 
 def test_init_fine_tunes_saved_weights_and_the_summary_adds_up(photos, tmp_path) -> None:
     first = train(config(photos, tmp_path / "first", epochs=1))
-    start = load_pretrained("model_runet", tmp_path / "first" / "weights")
-    tuned = config(photos, tmp_path / "second", epochs=1, lr=1e-9, init=tmp_path / "first" / "weights")
-    second = train(tuned)
+    second = train(config(photos, tmp_path / "second", epochs=1, init=tmp_path / "first" / "weights"))
     assert second["training"]["warm_start"] == first["training"]
-    after = load_pretrained("model_runet", tmp_path / "second" / "weights")
-    for name, tensor in start.state_dict().items():
-        assert torch.allclose(after.state_dict()[name], tensor, atol=1e-6), name
+    assert second["training"]["val_psnr"] > first["training"]["val_psnr"]
     runs = training_runs(second["training"])
     assert [r["patches_seen"] for r in runs] == [160, 160]
     table = summary_table(tmp_path / "second" / "weights")
     assert "| Residual U-Net | 8 / 2 | 2 | 320 | gaussian25 | 32 |" in table
-    assert "cpu (1 threads), fp32" in table
+    assert "| cpu (1 threads), fp32 |" in table
+
+
+def test_a_fine_tune_that_never_beats_its_start_writes_no_weights(photos, tmp_path, capsys) -> None:
+    train(config(photos, tmp_path / "first", epochs=1))
+    start = load_pretrained("model_runet", tmp_path / "first" / "weights")
+    assert train(config(photos, tmp_path / "second", epochs=1, lr=0.0, init=tmp_path / "first" / "weights")) == {}
+    assert not (tmp_path / "second" / "weights").exists()
+    assert "starts from" in capsys.readouterr().out
+    assert log_rows(tmp_path / "second" / "run")[0]["val_psnr"]
+    kept = load_pretrained("model_runet", tmp_path / "first" / "weights")
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(kept.state_dict()[name], tensor), name
+
+
+def test_hybrid_share_changes_the_training_mixture_only(photos, tmp_path) -> None:
+    cfg = config(photos, tmp_path, noise="blind", hybrid_share=1.0, epochs=1)
+    assert cfg.training_noise() == BlindNoiseConfig(hybrid_share=1.0)
+    assert config(photos, tmp_path, noise="blind").training_noise() == BlindNoiseConfig()
+    summary = train(cfg)
+    assert summary["training"]["noise"] == "blind" and summary["training"]["hybrid_share"] == 1.0
+    assert "| blind, hybrid share 1.0 |" in summary_table(tmp_path / "weights")
 
 
 def test_crops_grow_over_the_run_at_constant_pixels_per_batch(photos, tmp_path) -> None:
@@ -119,8 +137,9 @@ def test_both_raw_and_ema_weights_are_scored(photos, tmp_path) -> None:
     assert summary["training"]["precision"] == "fp32" and summary["training"]["patches_per_s"] > 0
 
 
-@pytest.mark.parametrize("overrides", [{"minutes": 0}, {"epochs": 0}, {"epoch_patches": 4}, {"noise": "pink"}])
-def test_budgets_that_give_no_step_and_unknown_noise_are_refused(photos, tmp_path, overrides) -> None:
+@pytest.mark.parametrize("overrides", [{"minutes": 0}, {"epochs": 0}, {"epoch_patches": 4}, {"noise": "pink"},
+                                       {"hybrid_share": 0.5}, {"noise": "blind", "hybrid_share": 1.5}])
+def test_budgets_that_give_no_step_and_unknown_or_mismatched_noise_are_refused(photos, tmp_path, overrides) -> None:
     with pytest.raises(ValueError):
         config(photos, tmp_path, **overrides)
 
