@@ -42,13 +42,12 @@ STOP_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
 STARTUP_TIMEOUT = 600.0
 FRONT_TIMEOUT = 30.0
-# What TorchServe (frontend and worker) logs when a worker dies and is started again.
 # Three workers share two cores, each with two OpenMP threads: threads that spin while they wait
-# (OpenMP's default) starve the other workers' threads. Measured with the load test (3 clients,
-# the three models in turn): 0.65 requests/s spinning, 2.70 passive, 2.65 with one thread per
-# worker, and 1.92 / 2.55 with a short spin (GOMP_SPINCOUNT 10,000 / 2,000), which answers a
-# single request only a few per cent faster. The environment can still override it.
+# (OpenMP's default) starve the other workers' threads. Passive waiting won the load test
+# (`python -m scripts.loadtest`, README "Models") against spinning, one thread per worker and a
+# short spin (GOMP_SPINCOUNT). The environment can still override it.
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# What TorchServe (frontend and worker) logs when a worker dies and is started again.
 RESTART_MARKERS = ("Backend worker process died", "Worker disconnected", "Retry worker", "Auto recovery")
 
 

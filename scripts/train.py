@@ -9,12 +9,13 @@
 
 Every batch is a fresh draw of random crops from ``--train-src`` degraded by ``--noise`` (the
 blind mixture by default, ``models.degradations``; ``--hybrid-share`` changes the share of its
-patches that get the seed's hybrid model, for training only), so no two batches share their noise. Crops
-grow from the first to the last of ``--crops`` over the run (progressive training) at a
-constant number of pixels per batch. An "epoch" is ``--epoch-patches`` patches followed by
+patches that get the seed's hybrid model, for training only), so no two batches share their
+noise. Crops grow from the first to the last of ``--crops`` over the run (progressive training)
+at a constant number of pixels per batch. An "epoch" is ``--epoch-patches`` patches followed by
 validation on fixed crops of ``--val-src``; the raw and the EMA weights are both scored and
-the better is kept. A fine-tune (``--init``) first scores the weights it starts from, and
-keeps an epoch only if it beats them. bf16 autocast and channels-last run where bf16 is native (``--precision``).
+the better is kept. A fine-tune (``--init``) first scores the weights it starts from and keeps
+an epoch only if it beats them. bf16 autocast and channels-last run where bf16 is native
+(``--precision``).
 The learning rate follows a cosine schedule over the budget (minutes when given, else epochs).
 ``runs/<model>/last.pt`` holds the resumable state (tensors and numbers only, loaded with
 ``weights_only=True``); ``log.csv`` the curve.
@@ -31,7 +32,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ class TrainConfig:
         """What training patches are degraded with: ``noise``, with the hybrid share overridden if given."""
         if self.hybrid_share is None:
             return NOISES[self.noise]
-        return BlindNoiseConfig(hybrid_share=self.hybrid_share)
+        return replace(NOISES[self.noise], hybrid_share=self.hybrid_share)
 
     def batch_for(self, crop: int) -> int:
         """Patches per step at ``crop``: ``batch`` at the first crop, then as many pixels per step."""
