@@ -2,7 +2,7 @@
 
 The only serving-specific file: the request pipeline is ``models.pipeline.denoise_bytes``.
 This file reads the settings, loads the archive's fp32 and bf16 TorchScript graphs once per
-worker, keeps the one ``models.precision.choose_precision`` picks for this machine, and maps
+worker, serves the one this machine's decision picks (``models.graphs.serving_graph``), and maps
 each request (raw body or multipart form) to a PNG or to a JSON error with its own HTTP
 status, so one bad upload never fails the rest of its batch.
 """
@@ -17,9 +17,10 @@ import torch
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-from models.graphs import GRAPH_FILES, serving_graph
+from models.graphs import GRAPH_FILES, read_identity, serving_graph
 from models.imaging import ImageError
 from models.pipeline import denoise_bytes
+from models.precision import cpu_name
 from models.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class DenoiserHandler(BaseHandler):
     """Denoise each uploaded photograph with the archive's TorchScript network, tile by tile."""
 
     def initialize(self, context: Any) -> None:
-        """Load both graphs, choose the precision on a full tile batch, and warm the chosen graph up."""
+        """Load the graphs, take this machine's precision decision (made once, ``models.choice_cache``), warm up."""
         self.context = context
         self.manifest = context.manifest
         self.settings = HandlerSettings.from_context(context)
@@ -87,18 +88,18 @@ class DenoiserHandler(BaseHandler):
         use_cuda = torch.cuda.is_available() and gpu_id is not None
         self.device = torch.device(f"cuda:{gpu_id}" if use_cuda else "cpu")
         self.map_location = self.device.type
+        model_dir = properties["model_dir"]
         graphs = {
             precision: torch.jit.load(path, map_location=self.device).eval()
             for precision, name in GRAPH_FILES.items()
-            if os.path.exists(path := os.path.join(properties["model_dir"], name))
+            if os.path.exists(path := os.path.join(model_dir, name))
         }
         self.tiles = self.settings.tiles
-        self.model, self.choice = serving_graph(graphs, self.settings, self.device)
+        self.model, self.choice = serving_graph(graphs, self.settings, read_identity(model_dir), self.device)
         logger.info(
-            "denoiser %s on %s with %d threads serves %s (%s; fp32 %s s, bf16 %s s per warm-up batch, max |diff| %s), %s",
-            self.manifest["model"]["modelName"], self.device, torch.get_num_threads(), self.choice.precision,
-            self.choice.reason, self.choice.fp32_seconds, self.choice.bf16_seconds, self.choice.max_abs_diff,
-            self.settings,
+            "denoiser %s on %s (%s) with %d threads serves %s, %s",
+            self.manifest["model"]["modelName"], self.device, cpu_name(), torch.get_num_threads(),
+            self.choice.describe(), self.settings,
         )
         self.initialized = True
 

@@ -7,17 +7,32 @@ and the evaluation scores the same graphs.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
+from .choice_cache import cached_choice, machine_key
 from .precision import PrecisionChoice, choose_precision
-from .settings import HandlerSettings
+from .settings import CHOICE_MARGIN, HandlerSettings
 
 EXAMPLE_SHAPE = (1, 3, 128, 128)
 GRAPH_FILES = {"fp32": "model.pt", "bf16": "model-bf16.pt"}
+# Written into each archive beside the graphs: which weights they were traced from.
+IDENTITY_FILE = "graphs.json"
 # TorchScript's profiling executor optimises a graph after its first calls: make them before serving.
 WARM_UP_CALLS = 2
+
+
+def write_identity(folder: Path, graphs_id: str) -> None:
+    """Record in ``folder`` (an archive's contents) what its graphs were traced from."""
+    (Path(folder) / IDENTITY_FILE).write_text(json.dumps({"graphs_id": graphs_id}) + "\n")
+
+
+def read_identity(folder: Path) -> str:
+    """What the graphs in ``folder`` (an unpacked archive) were traced from (``write_identity``)."""
+    return json.loads((Path(folder) / IDENTITY_FILE).read_text())["graphs_id"]
 
 
 def trace_graph(model: torch.nn.Module, precision: str) -> torch.jit.ScriptModule:
@@ -35,13 +50,31 @@ def trace_graphs(model: torch.nn.Module) -> dict[str, torch.jit.ScriptModule]:
 
 
 def serving_graph(
-    graphs: Mapping[str, torch.jit.ScriptModule], settings: HandlerSettings, device: torch.device = torch.device("cpu")
+    graphs: Mapping[str, torch.jit.ScriptModule], settings: HandlerSettings, graphs_id: str,
+    device: torch.device = torch.device("cpu"),
 ) -> tuple[torch.jit.ScriptModule, PrecisionChoice]:
-    """The graph a worker serves with on ``device``: chosen on a full tile batch (``choose_precision``), then warmed up."""
-    warm_up = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile, device=device)
-    choice = choose_precision(graphs, settings.precision, warm_up, settings.bf16_tolerance)
-    graph = graphs[choice.precision]
-    with torch.inference_mode():
-        for _ in range(WARM_UP_CALLS):
-            graph(warm_up)
-    return graph, choice
+    """The graph a worker serves with on ``device``, warmed up, and why it was chosen.
+
+    ``graphs_id`` names what the graphs were traced from (``models.registry.graphs_id``). An asked
+    precision is taken as it is; ``auto`` is decided once per machine on a full tile batch
+    (``models.choice_cache``), so every worker, the evaluation and the tests serve the same graph.
+    """
+    batch = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile,
+                       generator=torch.Generator().manual_seed(0)).to(device)
+
+    def decide() -> PrecisionChoice:
+        return choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN)
+
+    def warm_up(choice: PrecisionChoice) -> None:
+        with torch.inference_mode():
+            for _ in range(WARM_UP_CALLS):
+                graphs[choice.precision](batch)
+
+    if settings.precision != "auto":
+        choice = decide()
+        warm_up(choice)
+        return graphs[choice.precision], choice
+    rule = {"tolerance": settings.bf16_tolerance, "margin": CHOICE_MARGIN, "graphs": sorted(graphs), "device": str(device)}
+    key = machine_key(graphs_id, settings.threads, tuple(batch.shape), rule)
+    choice, _ = cached_choice(key, decide, warm_up)
+    return graphs[choice.precision], choice

@@ -1,14 +1,17 @@
-"""Where bfloat16 runs natively: the CPU's AVX512-BF16 or AMX units, or a CUDA GPU with bf16 support.
+"""Which served graph is fastest here, measured fairly: native arithmetic, interleaved timing, a margin.
 
-Training autocasts to bf16 only there; serving additionally times both graphs and compares
-their outputs before keeping bf16 (``handler.py``). Elsewhere bf16 would be emulated and slower
-than fp32, so everything stays fp32.
+A graph is a *candidate* only where the CPU runs its arithmetic natively (bf16 on AVX512-BF16 or
+AMX units; a CUDA GPU with bf16). Candidates are timed on the same real tile batch in
+interleaved rounds (one call of each per round, the order rotating), so a burst of load from
+elsewhere slows every graph alike, and compared by their medians. The simpler graph (fp32 before
+bf16) is kept unless another is at least ``margin`` faster and within ``tolerance`` of fp32.
+``models.choice_cache`` makes the choice once per machine and keeps it; ``models.graphs`` applies it.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -16,18 +19,35 @@ import torch
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
-PRECISIONS = ("auto", "fp32", "bf16")
+# Simplest first: a later graph must earn its place by being faster.
+SERVED_PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", *SERVED_PRECISIONS)
+
+Graph = Callable[[torch.Tensor], torch.Tensor]
 
 
 @cache
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where it is absent)."""
+    if not CPUINFO.exists():
+        return {}
+    fields = {}
+    for line in CPUINFO.read_text().splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags Linux reports (empty where /proc/cpuinfo is absent)."""
-    if not CPUINFO.exists():
-        return frozenset()
-    for line in CPUINFO.read_text().splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return frozenset(cpu_info().get("flags", "").split())
+
+
+def cpu_name() -> str:
+    """The CPU's model name as Linux reports it ("unknown" where it does not)."""
+    return cpu_info().get("model name", "unknown")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -44,64 +64,97 @@ def check_precision(precision: str, name: str = "precision") -> None:
 
 
 def wants_bf16(precision: str, device: torch.device) -> bool:
-    """Resolve ``auto | fp32 | bf16`` for ``device``: ``auto`` means bf16 exactly where it is native."""
+    """Resolve ``auto | fp32 | bf16`` for training on ``device``: ``auto`` means bf16 exactly where it is native."""
     check_precision(precision)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
+def candidates(available: Mapping[str, object], device: torch.device) -> list[str]:
+    """The precisions of ``available`` graphs worth timing on ``device``, simplest first."""
+    native = {"fp32": True, "bf16": native_bf16(device)}
+    return [name for name in SERVED_PRECISIONS if name in available and native[name]]
+
+
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """Which graph a worker serves with, why, and what was measured on the warm-up batch."""
+    """Which graph a worker serves with, why, and what was measured (median seconds per batch, |diff| to fp32)."""
 
     precision: str
     reason: str
-    fp32_seconds: float | None = None
-    bf16_seconds: float | None = None
-    max_abs_diff: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One log line: the choice, the reason and each candidate's median time and difference."""
+        timed = ", ".join(
+            f"{name} {seconds * 1000:.1f} ms" + (f" (max |diff| {self.max_abs_diff[name]:.4f})" if name in self.max_abs_diff else "")
+            for name, seconds in self.seconds.items()
+        )
+        return f"{self.precision}: {self.reason}" + (f"; median per batch: {timed}" if timed else "")
 
 
-def median_seconds(net: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, rounds: int) -> float:
-    """Median wall time of ``rounds`` calls of ``net`` on ``batch`` (synchronising CUDA)."""
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        net(batch)
-        if batch.is_cuda:
-            torch.cuda.synchronize(batch.device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def synchronise(batch: torch.Tensor) -> None:
+    """Wait for queued CUDA work on ``batch``'s device (nothing to wait for on the CPU)."""
+    if batch.is_cuda:
+        torch.cuda.synchronize(batch.device)
+
+
+def interleaved_medians(graphs: Mapping[str, Graph], batch: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each graph over ``rounds`` rounds of one call each, the order rotating."""
+    names = list(graphs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            graphs[name](batch)
+            synchronise(batch)
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+
+
+def pick(seconds: Mapping[str, float], diffs: Mapping[str, float], tolerance: float, margin: float) -> tuple[str, str]:
+    """(precision, reason): walk the candidates simplest first; one replaces the kept graph only when
+    it is within ``tolerance`` of fp32 and at least ``margin`` faster than the kept one."""
+    kept, reason = "fp32", "no other graph is within tolerance and enough faster"
+    for name in seconds:
+        if name == kept:
+            continue
+        if diffs[name] > tolerance:
+            reason = f"{name} differs by {diffs[name]:.4f} > {tolerance}"
+        elif seconds[name] > (1 - margin) * seconds[kept]:
+            reason = f"{name} is not {margin:.0%} faster than {kept} here"
+        else:
+            kept, reason = name, f"{name} is native, at least {margin:.0%} faster and within tolerance"
+    return kept, reason
 
 
 @torch.inference_mode()
 def choose_precision(
-    graphs: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], requested: str, batch: torch.Tensor,
-    tolerance: float, warm_up: int = 2, rounds: int = 3,
+    graphs: Mapping[str, Graph], requested: str, batch: torch.Tensor, tolerance: float, margin: float = 0.10,
+    warm_up: int = 2, rounds: int = 7,
 ) -> PrecisionChoice:
-    """Pick the fp32 or bf16 graph for serving on ``batch``'s device.
+    """Pick the graph to serve on ``batch``'s device.
 
-    ``fp32`` is taken as asked, and wherever the archive has no bf16 graph. ``auto`` keeps bf16
-    only where it is native, measured faster on the warm-up batch, and within ``tolerance``
-    (largest absolute difference, 0-1 scale) of the fp32 graph; ``bf16`` forces it. Both graphs
-    are warmed up ``warm_up`` times first (TorchScript optimises a graph after its first calls).
+    ``fp32`` and ``bf16`` are taken as asked (fp32 where the archive has no bf16 graph). ``auto``
+    times the candidates (``candidates``) after ``warm_up`` calls each (TorchScript optimises a
+    graph after its first calls) and applies ``pick``; with a single candidate nothing is timed.
     """
     check_precision(requested)
-    if requested == "fp32":
-        return PrecisionChoice("fp32", "asked for fp32")
-    if "bf16" not in graphs:
-        return PrecisionChoice("fp32", "the archive has no bf16 graph")
-    if requested == "auto" and not native_bf16(batch.device):
-        return PrecisionChoice("fp32", f"no native bf16 on {batch.device.type} (flags {', '.join(BF16_CPU_FLAGS)})")
+    if requested != "auto":
+        served = requested if requested in graphs else "fp32"
+        why = f"asked for {requested}" + ("" if served == requested else ", which the archive lacks")
+        return PrecisionChoice(served, why)
+    names = candidates(graphs, batch.device)
+    if names == ["fp32"]:
+        return PrecisionChoice("fp32", f"fp32 is the only native candidate on {batch.device.type} "
+                                       f"(bf16 needs one of {', '.join(BF16_CPU_FLAGS)} and a bf16 graph)")
+    timed = {name: graphs[name] for name in names}
     for _ in range(warm_up):
-        for net in graphs.values():
+        for net in timed.values():
             net(batch)
-    fp32_s = median_seconds(graphs["fp32"], batch, rounds)
-    bf16_s = median_seconds(graphs["bf16"], batch, rounds)
-    diff = float((graphs["fp32"](batch) - graphs["bf16"](batch).float()).abs().max())
-    measured = {"fp32_seconds": fp32_s, "bf16_seconds": bf16_s, "max_abs_diff": diff}
-    if requested == "bf16":
-        return PrecisionChoice("bf16", "asked for bf16", **measured)
-    if diff > tolerance:
-        return PrecisionChoice("fp32", f"bf16 differs by {diff:.4f} > {tolerance}", **measured)
-    if bf16_s >= fp32_s:
-        return PrecisionChoice("fp32", "bf16 is not faster here", **measured)
-    return PrecisionChoice("bf16", "native, faster and within tolerance", **measured)
+    seconds = interleaved_medians(timed, batch, rounds)
+    reference = timed["fp32"](batch)
+    diffs = {name: float((net(batch).float() - reference).abs().max()) for name, net in timed.items() if name != "fp32"}
+    served, reason = pick(seconds, diffs, tolerance, margin)
+    return PrecisionChoice(served, reason, seconds, diffs)

@@ -1,6 +1,7 @@
 """The served model names, their architectures, default configurations and safe weight I/O."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,12 @@ def build_model(name: str, **overrides: Any) -> UNetSkeleton:
 def weight_paths(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Path, Path]:
     """The ``.safetensors`` tensor file and ``.json`` description of a model's weights."""
     return weights_dir / f"{name}.safetensors", weights_dir / f"{name}.json"
+
+
+def graphs_id(name: str, weights_dir: Path = WEIGHTS_DIR) -> str:
+    """What a model's graphs are traced from: its name and the SHA-256 of its tensor file."""
+    tensors_path, _ = weight_paths(name, weights_dir)
+    return f"{name}:{hashlib.sha256(tensors_path.read_bytes()).hexdigest()}"
 
 
 def save_weights(name: str, model: nn.Module, info: dict[str, Any], weights_dir: Path = WEIGHTS_DIR) -> None:

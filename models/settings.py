@@ -22,6 +22,10 @@ PRECISION_ENV = "DENOISER_PRECISION"
 # Largest |bf16 - fp32| on the warm-up tiles (0-1 scale) for bf16 to be kept: about 5 steps of
 # 8 bits. The trained networks differ by 0.01-0.02 at worst on random tiles.
 BF16_TOLERANCE = 0.03
+# A graph more complex than fp32 is served only where its median batch time is at least this
+# much below the simpler graph's (models.precision.pick): a smaller gain is within the noise
+# of a shared 2-vCPU machine, and the simpler graph is the safer one.
+CHOICE_MARGIN = 0.10
 
 
 @dataclass(frozen=True)

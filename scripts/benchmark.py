@@ -12,7 +12,8 @@ vCPUs), repetitions interleaved so background load hits every contender alike, m
   FLOPs) and tiles per second at batch 16;
 - graphs: eager fp32, plainly traced fp32 (what was served before), the archive's frozen
   channels-last fp32 graph and its bf16 graph (``models.graphs``) on the same batch; speed-up
-  = eager time / graph time, and the bf16 graph's largest difference from eager;
+  = eager time / graph time, the bf16 graph's largest difference from eager, and the graph this
+  machine's decision serves (``models.choice_cache``) with its time over the fastest graph's;
 - ceiling: each served graph's arithmetic rate (its FLOPs per second, non-convolution work
   included) beside the rate of a large matrix product at the same precision, timed alternately:
   how far the network is from what this CPU's vector units give a dense GEMM;
@@ -24,7 +25,7 @@ vCPUs), repetitions interleaved so background load hits every contender alike, m
   started on loopback from freshly built archives unless ``--url`` is given), beside OpenCV's
   non-local means (h=20, 7x7 patches, 21x21 search, ``--threads`` threads) on the same images.
 
-The CPU's name and its bf16 units head the output.
+The CPU's name, its bf16/VNNI/AMX units and the torch version head the output.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from models.degradations import degrade
 from models.graphs import trace_graphs
 from models.imaging import PNG_LEVEL, PNG_STRATEGY, decode_image, encode_png
 from models.pipeline import denoise_bytes
-from models.precision import BF16_CPU_FLAGS, CPUINFO, cpu_flags
+from models.precision import SERVED_PRECISIONS, cpu_flags, cpu_name
 from models.registry import weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
@@ -63,6 +64,7 @@ from .paths import corpus_split, split_argument
 BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
 SECTIONS = ("models", "graphs", "ceiling", "png", "serving", "http")
 NLM_H = 20
+REPORTED_FLAGS = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
 
 
 @dataclass(frozen=True)
@@ -155,10 +157,12 @@ def bench_graphs(cfg: BenchConfig) -> list[dict]:
             reference = eager(batch)
             medians = interleaved({key: lambda n=net: n(batch) for key, net in nets.items()}, cfg.repeats)
             diffs = {key: float((net(batch) - reference).abs().max()) for key, net in nets.items()}
+        _, served = served_network(name, cfg.weights_dir)
         rows.append({
             "model": name, **{f"{key}_ms": medians[key] * 1e3 for key in nets},
             **{f"{key}_speedup": medians["eager"] / medians[key] for key in nets if key != "eager"},
             "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"],
+            "served": served, "served_vs_fastest": medians[served] / min(medians[key] for key in SERVED_PRECISIONS),
         })
     return rows
 
@@ -327,18 +331,16 @@ def nlm_median(body: bytes, cfg: BenchConfig) -> float:
 
 
 def cpu_description() -> str:
-    """The CPU's model name and which native bf16 units it has (Linux), for the output's head."""
-    info = CPUINFO.read_text().splitlines() if CPUINFO.exists() else []
-    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown CPU")
-    units = [flag for flag in BF16_CPU_FLAGS if flag in cpu_flags()] or ["no native bf16"]
-    return f"{name} ({', '.join(units)})"
+    """The CPU's model name and its relevant units (bf16, int8 dot products, AMX), for the output's head."""
+    units = [flag for flag in REPORTED_FLAGS if flag in cpu_flags()] or ["no bf16 or VNNI units"]
+    return f"{cpu_name()} ({', '.join(units)}), torch {torch.__version__}"
 
 
 FORMATS = {
     "models": [("model", "{}"), ("parameters", "{:,}"), ("gflops_per_tile", "{:.2f}"), ("tiles_per_second", "{:.1f}")],
     "graphs": [("model", "{}"), ("eager_ms", "{:.1f}"), ("traced_ms", "{:.1f}"), ("fp32_ms", "{:.1f}"),
                ("bf16_ms", "{:.1f}"), ("traced_speedup", "{:.2f}"), ("fp32_speedup", "{:.2f}"),
-               ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}")],
+               ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}"), ("served", "{}"), ("served_vs_fastest", "{:.2f}")],
     "ceiling": [("model", "{}"), ("precision", "{}"), ("graph_ms", "{:.1f}"), ("graph_gflops_per_s", "{:.0f}"),
                 ("gemm_gflops_per_s", "{:.0f}"), ("share_of_gemm", "{:.2f}")],
     "png": [("image", "{}"), ("megapixels", "{:.2f}"), ("setting", "{}"), ("encode_ms", "{:.1f}"), ("kilobytes", "{:.0f}"),

@@ -27,8 +27,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from models.graphs import GRAPH_FILES, trace_graphs
-from models.registry import MODELS, WEIGHTS_DIR, load_pretrained, weight_paths
+from models.graphs import GRAPH_FILES, trace_graphs, write_identity
+from models.registry import MODELS, WEIGHTS_DIR, graphs_id, load_pretrained, weight_paths
 from models.settings import BF16_TOLERANCE, SERVING_CONFIG
 from models.tiling import TileConfig
 
@@ -122,8 +122,9 @@ def checked_graphs(model: torch.nn.Module) -> tuple[dict[str, torch.jit.ScriptMo
     return graphs, diffs
 
 
-def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule]) -> tuple[Path, Path, Path]:
-    """Write the graphs, model-config.yaml and an ``extra/`` folder (bf16 graph, ``models/`` package) into ``work``."""
+def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule], identity: str) -> tuple[Path, Path, Path]:
+    """Write the graphs, model-config.yaml and an ``extra/`` folder (bf16 graph, ``models/`` package, the
+    graphs' ``identity``) into ``work``."""
     extra = work / "extra"
     package = extra / "models"
     package.mkdir(parents=True)
@@ -132,6 +133,7 @@ def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule]) -> tuple[
     model_file = work / GRAPH_FILES["fp32"]
     graphs["fp32"].save(str(model_file))
     graphs["bf16"].save(str(extra / GRAPH_FILES["bf16"]))
+    write_identity(extra, identity)
     config_file = work / "model-config.yaml"
     config_file.write_text(model_config_yaml())
     return model_file, config_file, extra
@@ -167,7 +169,7 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
         if not force and is_up_to_date(name, store, digest):
             return target
         graphs, diffs = checked_graphs(load_pretrained(name, weights))
-        model_file, config_file, extra = stage_files(work, graphs)
+        model_file, config_file, extra = stage_files(work, graphs, graphs_id(name, weights))
         export = work / "export"
         export.mkdir()
         run_archiver(name, model_file, config_file, extra, export, work)

@@ -35,7 +35,7 @@ from models.graphs import serving_graph, trace_graphs
 from models.noise import ResidualStats
 from models.pipeline import denoise_bytes
 from models.precision import PRECISIONS
-from models.registry import weight_paths
+from models.registry import graphs_id, weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
 
@@ -54,8 +54,9 @@ Method = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
 
 
 def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, str]:
-    """The graph the handler would serve for ``name`` on this machine, and its precision."""
-    graph, choice = serving_graph(trace_graphs(load_pretrained(name, weights_dir)), HandlerSettings(precision=precision))
+    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and its precision."""
+    graphs = trace_graphs(load_pretrained(name, weights_dir))
+    graph, choice = serving_graph(graphs, HandlerSettings(precision=precision), graphs_id(name, weights_dir))
     return graph, choice.precision
 
 

@@ -9,6 +9,9 @@ package in ``requirements.txt``.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,23 @@ from typing import Any
 import pytest
 
 from models import MODELS, WEIGHTS_DIR, weight_paths
+from models.choice_cache import CACHE_ENV
 from scripts.build_model_store import build_store
 from scripts.server import Server, running_server
 from tests import isolation
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse reads under ``../shared`` for the whole session."""
+    """Refuse reads under ``../shared`` for the whole session, and keep precision decisions in a
+    session folder that every server started by a test inherits (``models.choice_cache``), so the
+    workers, the evaluation and the tests serve and score the same graphs."""
     isolation.install()
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="denoiser-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's decision folder."""
+    shutil.rmtree(os.environ.pop(CACHE_ENV, ""), ignore_errors=True)
 
 
 def trained_weights_present() -> bool:

@@ -35,11 +35,12 @@ def test_tile_flops_counts_a_convolution() -> None:
     assert tile_flops(conv, 8) == 2 * 3 * 4 * 9 * 8 * 8
 
 
-def test_the_cpu_is_named_with_its_bf16_units(monkeypatch) -> None:
-    monkeypatch.setattr(benchmark, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
-    assert cpu_description().endswith(" (amx_bf16)")
+def test_the_cpu_is_named_with_its_bf16_and_int8_units(monkeypatch) -> None:
+    monkeypatch.setattr(benchmark, "cpu_name", lambda: "Some CPU")
+    monkeypatch.setattr(benchmark, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "avx512_vnni"}))
+    assert cpu_description() == f"Some CPU (amx_bf16, avx512_vnni), torch {torch.__version__}"
     monkeypatch.setattr(benchmark, "cpu_flags", lambda: frozenset({"avx2"}))
-    assert cpu_description().endswith(" (no native bf16)")
+    assert cpu_description().startswith("Some CPU (no bf16 or VNNI units), torch")
 
 
 def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> None:
@@ -59,6 +60,8 @@ def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> 
     assert png[("star field", "level 1, Huffman only")]["size_vs_served"] > 5
     assert all(row["fp32_max_abs_diff"] < 1e-5 and row["bf16_max_abs_diff"] < 0.05 for row in results["graphs"])
     assert all(row["precision"] in {"fp32", "bf16"} for row in results["serving"])
+    serving = {row["model"]: row["precision"] for row in results["serving"]}
+    assert all(row["served"] == serving[row["model"]] and row["served_vs_fastest"] >= 1 for row in results["graphs"])
     assert all(row["overhead_ratio"] > 0 and row["tiles"] >= 1 for row in results["serving"])
     assert (tmp_path / "bench.json").exists()
 

@@ -21,7 +21,7 @@ from ts.utils.util import list_classes_from_module
 
 import handler as handler_module
 from handler import DenoiserHandler, upload_bytes
-from models.graphs import GRAPH_FILES, trace_graphs
+from models.graphs import GRAPH_FILES, trace_graphs, write_identity
 from models.imaging import MAX_PIXELS, decode_image
 from models.pipeline import denoise_bytes
 from models.settings import PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
@@ -59,6 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     graphs = trace_graphs(random_network("model_unet", width=4, depth=2))
     for precision, name in GRAPH_FILES.items():
         graphs[precision].save(str(model_dir / name))
+    write_identity(model_dir, "model_test:random-width-4")
     context = make_context(model_dir, YAML_CONFIG)
     handler = DenoiserHandler()
     handler.initialize(context)

@@ -177,7 +177,7 @@ def served_results(server: Any, model: str, images: list[Path]) -> list[tuple[np
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_served_quality_matches_the_evaluation_script(server: Any, model: str, quality_images: list[Path]) -> None:
-    """The served PNG equals scripts/evaluate.py's result pixel for pixel, at the precision the handler picks."""
+    """The served PNG equals scripts/evaluate.py's result pixel for pixel, at the precision this machine's decision picks."""
     net, precision = served_network(model)
     served, evaluated = [], []
     for clean, noisy, result in served_results(server, model, quality_images):
@@ -198,6 +198,33 @@ def test_each_forced_precision_serves_what_the_evaluation_scores(
     with running_server(model_store, models_value(["model_runet"]), env={"DENOISER_PRECISION": precision}) as one:
         for _, noisy, result in served_results(one, "model_runet", quality_images[:2]):
             assert np.array_equal(result, denoise_image(net, noisy))
+
+
+def decision_lines(server: Any) -> dict[str, str]:
+    """Each model's logged precision decision ("<precision>: <reason>; median per batch: ..."), by model name."""
+    lines = {}
+    for line in server.log_text().splitlines():
+        for model in MODEL_NAMES:
+            if f"denoiser {model} on " in line and " serves " in line:
+                lines[model] = line.split(" serves ", 1)[1]
+    return lines
+
+
+def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(model_store: Path, tmp_path: Path) -> None:
+    """Three workers starting together store one decision each; a restart reads them back without timing."""
+    env = {"DENOISER_CACHE_DIR": str(tmp_path)}
+    with running_server(model_store, env=env) as first:
+        decided = decision_lines(first)
+    entries = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("precision-*.json"))]
+    with running_server(model_store, env=env) as second:
+        reread = decision_lines(second)
+    assert sorted(decided) == sorted(reread) == MODEL_NAMES
+    assert sorted(entry["key"]["graphs"].split(":")[0] for entry in entries) == MODEL_NAMES
+    stored = {entry["key"]["graphs"].split(":")[0]: entry["choice"]["precision"] for entry in entries}
+    for model in MODEL_NAMES:
+        assert decided[model].startswith(f"{stored[model]}: ") and not decided[model].split(": ")[1].startswith("cached")
+        assert reread[model].startswith(f"{stored[model]}: cached: "), reread[model]
+        assert "median per batch" in decided[model] or "only native candidate" in decided[model]
 
 
 @contextmanager
