@@ -1,8 +1,8 @@
 """Decode uploaded image bytes for the networks and encode their output back to PNG.
 
 Plain Pillow/NumPy functions with no serving framework in sight. ``decode_image`` turns any
-common image file into a 3xHxW float32 array in [0, 1] plus what ``encode_png`` needs to give
-the client back an image of the same size and kind:
+common image file into its samples (network input is made from them a tile at a time, floats in
+[0, 1]) plus what ``OutputImage`` needs to give the client back an image of the same size and kind:
 
 * grayscale in (modes 1, L, LA, I;16*, I, F) -> grayscale PNG out (mean of the 3 output channels);
 * 16-bit grayscale in (I;16, I;16B, I;16L, I with values in 0..65535, F in [0, 1]) -> 16-bit PNG out;
@@ -56,9 +56,15 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """Network input (3xHxW float32 in [0, 1]) plus what is needed to re-encode the result."""
+    """The decoded samples as the file holds them, plus what is needed to re-encode the result.
 
-    pixels: np.ndarray
+    ``values`` is HxW (grayscale) or HxWx3 (colour) in the file's own sample type, ``scale`` its
+    full-scale value; the network's float input is made a tile at a time (``tile``), so a large
+    image is never held as floats whole.
+    """
+
+    values: np.ndarray
+    scale: int
     gray: bool
     sixteen_bit: bool
     alpha: np.ndarray | None
@@ -69,17 +75,30 @@ class DecodedImage:
     @property
     def width(self) -> int:
         """Width in pixels."""
-        return int(self.pixels.shape[2])
+        return int(self.values.shape[1])
 
     @property
     def height(self) -> int:
         """Height in pixels."""
-        return int(self.pixels.shape[1])
+        return int(self.values.shape[0])
 
     @property
     def megapixels(self) -> float:
         """Pixel count in millions."""
         return self.width * self.height / 1e6
+
+    def tile(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Network input at the given source rows and columns: 3 x len(rows) x len(cols) float32 in [0, 1]."""
+        block = self.values[np.ix_(rows, cols)]
+        pixels = np.empty((3, len(rows), len(cols)), dtype=np.float32)
+        pixels[...] = block[None] if self.gray else block.transpose(2, 0, 1)
+        pixels /= self.scale
+        return pixels
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The whole image as network input, 3xHxW float32 in [0, 1] (for tools and tests; serving uses ``tile``)."""
+        return self.tile(np.arange(self.height), np.arange(self.width))
 
 
 def format_megapixels(pixels: int) -> str:
@@ -183,13 +202,9 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     source_format, source_mode = image.format or "unknown", image.mode
     icc_profile = image.info.get("icc_profile") if source_mode in PROFILE_KEEPING_MODES else None
     values, scale, gray, sixteen_bit, alpha = split_modes(apply_orientation(image))
-    del image
-    pixels = np.empty((3, *values.shape[:2]), dtype=np.float32)
-    pixels[...] = values[None] if gray else values.transpose(2, 0, 1)
-    del values
-    pixels /= scale
     return DecodedImage(
-        pixels=pixels,
+        values=values,
+        scale=scale,
         gray=gray,
         sixteen_bit=sixteen_bit,
         alpha=alpha,
@@ -207,29 +222,47 @@ def quantise(values: np.ndarray, peak: int) -> np.ndarray:
     return scaled.astype(np.uint16 if peak > EIGHT_BIT else np.uint8)
 
 
-def encode_png(decoded: DecodedImage, output: np.ndarray, level: int = PNG_LEVEL, strategy: int = PNG_STRATEGY) -> bytes:
-    """PNG bytes of a 3xHxW float ``output`` in the kind and size of the decoded input.
+class OutputImage:
+    """The answer's pixels in the kind of the decoded input, filled band by band, then encoded as PNG.
 
-    ``level`` and ``strategy`` are zlib's; the served ones are the defaults (the benchmark tries others).
+    Only the final integer pixels (and the input's alpha, copied in once) are held whole; each
+    band of float rows is quantised as it arrives (``write_rows``).
     """
-    if output.shape != decoded.pixels.shape:
-        raise ValueError(f"output shape {output.shape} differs from the input's {decoded.pixels.shape}")
-    output = np.asarray(output, dtype=np.float32)
-    if decoded.gray:
-        gray = output.mean(axis=0)
-        if decoded.sixteen_bit:
-            image = Image.fromarray(quantise(gray, SIXTEEN_BIT))
-        elif decoded.alpha is not None:
-            image = Image.fromarray(np.stack([quantise(gray, EIGHT_BIT), decoded.alpha], axis=-1))
-        else:
-            image = Image.fromarray(quantise(gray, EIGHT_BIT))
-    else:
-        rgb = quantise(output.transpose(1, 2, 0), EIGHT_BIT)
+
+    def __init__(self, decoded: DecodedImage) -> None:
+        self.decoded = decoded
+        self.peak = SIXTEEN_BIT if decoded.sixteen_bit else EIGHT_BIT
+        colours = 1 if decoded.gray else 3
+        channels = colours + (decoded.alpha is not None)
+        self.array = np.empty((decoded.height, decoded.width, channels), dtype=np.uint16 if decoded.sixteen_bit else np.uint8)
         if decoded.alpha is not None:
-            image = Image.fromarray(np.concatenate([rgb, decoded.alpha[..., None]], axis=-1))
+            self.array[..., colours] = decoded.alpha
+
+    def write_rows(self, first: int, rows: np.ndarray) -> None:
+        """Quantise a 3 x h x W float band (0-1 scale) into rows ``first .. first + h`` (grayscale: the channel mean)."""
+        rows = np.asarray(rows, dtype=np.float32)
+        end = first + rows.shape[1]
+        if rows.shape[0] != 3 or rows.shape[2] != self.decoded.width or not 0 <= first < end <= self.decoded.height:
+            raise ValueError(f"rows {first}..{end} of shape {rows.shape} do not fit a "
+                             f"{self.decoded.width}x{self.decoded.height} output")
+        if self.decoded.gray:
+            self.array[first:end, :, 0] = quantise(rows.mean(axis=0), self.peak)
         else:
-            image = Image.fromarray(rgb)
-    buffer = io.BytesIO()
-    profile = {"icc_profile": decoded.icc_profile} if decoded.icc_profile else {}
-    image.save(buffer, format="PNG", compress_level=level, compress_type=strategy, **profile)
-    return buffer.getvalue()
+            self.array[first:end, :, :3] = quantise(rows.transpose(1, 2, 0), self.peak)
+
+    def png(self, level: int = PNG_LEVEL, strategy: int = PNG_STRATEGY) -> bytes:
+        """PNG bytes of the pixels written so far; ``level`` and ``strategy`` are zlib's (the served ones by default)."""
+        pixels = self.array[..., 0] if self.array.shape[2] == 1 else self.array
+        buffer = io.BytesIO()
+        profile = {"icc_profile": self.decoded.icc_profile} if self.decoded.icc_profile else {}
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=level, compress_type=strategy, **profile)
+        return buffer.getvalue()
+
+
+def encode_png(decoded: DecodedImage, output: np.ndarray, level: int = PNG_LEVEL, strategy: int = PNG_STRATEGY) -> bytes:
+    """PNG bytes of a whole 3xHxW float ``output`` in the kind and size of the decoded input (``OutputImage``)."""
+    if output.shape != (3, decoded.height, decoded.width):
+        raise ValueError(f"output shape {output.shape} differs from the input's {(3, decoded.height, decoded.width)}")
+    answer = OutputImage(decoded)
+    answer.write_rows(0, output)
+    return answer.png(level, strategy)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .imaging import MAX_PIXELS, DecodedImage, decode_image, encode_png
-from .tiling import Network, TileConfig, count_tiles, denoise_tiled
+from .imaging import MAX_PIXELS, DecodedImage, OutputImage, decode_image
+from .tiling import Network, TileConfig, count_tiles, denoise_streamed
 
 
 class TimedNetwork:
@@ -44,6 +44,9 @@ def denoise_bytes(
 ) -> Denoised:
     """Decode ``data``, denoise it tile by tile with ``net`` on ``device`` and encode the PNG answer.
 
+    Memory beyond the decoded samples and the answer's pixels is a band of tile rows: finished
+    rows are quantised into the answer as they come (``models.tiling.denoise_streamed``).
+
     Raises ``models.imaging.ImageError`` (with its HTTP status) for input that is not a
     usable image or is over the limits.
     """
@@ -51,9 +54,17 @@ def denoise_bytes(
     decoded = decode_image(data, max_pixels)
     decoded_at = time.perf_counter()
     timed = TimedNetwork(net)
-    output = denoise_tiled(timed, torch.from_numpy(decoded.pixels).to(device), tiles).cpu()
+    answer = OutputImage(decoded)
+
+    def read(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(decoded.tile(rows.numpy(), cols.numpy()))
+
+    def write(first: int, rows: torch.Tensor) -> None:
+        answer.write_rows(first, rows.cpu().numpy())
+
+    denoise_streamed(timed, read, decoded.height, decoded.width, write, tiles, device)
     denoised_at = time.perf_counter()
-    png = encode_png(decoded, output.numpy())
+    png = answer.png()
     end = time.perf_counter()
     seconds = {
         "decode": decoded_at - start,

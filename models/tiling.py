@@ -94,37 +94,66 @@ def count_tiles(height: int, width: int, config: TileConfig = TileConfig()) -> i
     return len(rows) * len(cols)
 
 
-@torch.inference_mode()
-def denoise_tiled(net: Network, image: torch.Tensor, config: TileConfig = TileConfig()) -> torch.Tensor:
-    """Run ``net`` over a CxHxW float image tile by tile and return the blended CxHxW result.
+TileReader = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+RowWriter = Callable[[int, torch.Tensor], None]
 
-    Memory grows with the image only through the padded input and two accumulators; the
-    network sees at most ``config.batch_size`` tiles at a time.
+
+@torch.inference_mode()
+def denoise_streamed(
+    net: Network, read: TileReader, height: int, width: int, write: RowWriter,
+    config: TileConfig = TileConfig(), device: torch.device = torch.device("cpu"),
+) -> None:
+    """Run ``net`` over an image of ``height`` x ``width`` tile by tile, handing finished rows to ``write``.
+
+    ``read(rows, cols)`` returns the CxTxT float tile at those source indices (the reflect padding
+    is in the indices, so no padded copy of the image is made); ``write(first_row, rows)`` receives
+    each band of blended CxhxW output rows as soon as no later tile touches it, top to bottom.
+    Working memory is a band of about two tile rows, whatever the image's size; the sums and the
+    division are those of blending the whole padded image at once, in the same order.
     """
-    channels, height, width = image.shape
     tile, overlap = config.tile, config.overlap
     padded_h, padded_w = padded_size(height, config), padded_size(width, config)
-    padded = pad_reflect(
-        image.float(), overlap, padded_h - height - overlap, overlap, padded_w - width - overlap
-    )
-    window = blend_window(tile, overlap).to(padded.device)
-    out = torch.zeros_like(padded)
-    weight = torch.zeros(padded_h, padded_w, dtype=padded.dtype, device=padded.device)
+    row_index = reflect_indices(height, overlap, padded_h - height - overlap)
+    col_index = reflect_indices(width, overlap, padded_w - width - overlap)
+    window = blend_window(tile, overlap).to(device)
     stride = tile - overlap
-    positions = [
-        (y, x)
-        for y in tile_starts(padded_h, tile, stride)
-        for x in tile_starts(padded_w, tile, stride)
-    ]
+    positions = [(y, x) for y in tile_starts(padded_h, tile, stride) for x in tile_starts(padded_w, tile, stride)]
+    band_start, out, weight = 0, None, torch.zeros(0, padded_w, device=device)
     for first in range(0, len(positions), config.batch_size):
         batch_positions = positions[first:first + config.batch_size]
-        batch = torch.stack([padded[:, y:y + tile, x:x + tile] for y, x in batch_positions])
+        batch = torch.stack([read(row_index[y:y + tile], col_index[x:x + tile]) for y, x in batch_positions]).to(device)
         weighted = net(batch).float() * window
+        grow = batch_positions[-1][0] + tile - band_start - weight.shape[0]
+        if out is None:
+            out = torch.zeros(weighted.shape[1], 0, padded_w, device=device)
+        if grow > 0:
+            out = torch.cat([out, out.new_zeros(out.shape[0], grow, padded_w)], dim=1)
+            weight = torch.cat([weight, weight.new_zeros(grow, padded_w)])
         for (y, x), tile_out in zip(batch_positions, weighted):
-            out[:, y:y + tile, x:x + tile] += tile_out
-            weight[y:y + tile, x:x + tile] += window
-    out /= weight
-    return out[:, overlap:overlap + height, overlap:overlap + width]
+            out[:, y - band_start:y - band_start + tile, x:x + tile] += tile_out
+            weight[y - band_start:y - band_start + tile, x:x + tile] += window
+        done = positions[first + config.batch_size][0] if first + config.batch_size < len(positions) else padded_h
+        top, bottom = max(band_start, overlap), min(done, overlap + height)
+        if bottom > top:
+            rows = slice(top - band_start, bottom - band_start)
+            write(top - overlap, out[:, rows, overlap:overlap + width] / weight[rows, overlap:overlap + width])
+        out, weight = out[:, done - band_start:].clone(), weight[done - band_start:].clone()
+        band_start = done
+
+
+def denoise_tiled(net: Network, image: torch.Tensor, config: TileConfig = TileConfig()) -> torch.Tensor:
+    """Run ``net`` over a CxHxW float image tile by tile and return the blended CxHxW result (``denoise_streamed``)."""
+    channels, height, width = image.shape
+    result = torch.empty(channels, height, width, device=image.device)
+
+    def read(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return image[:, rows.to(image.device)[:, None], cols.to(image.device)[None, :]].float()
+
+    def write(first: int, rows: torch.Tensor) -> None:
+        result[:, first:first + rows.shape[1]] = rows
+
+    denoise_streamed(net, read, height, width, write, config, image.device)
+    return result
 
 
 @torch.inference_mode()

@@ -1,9 +1,9 @@
-"""Peak resident memory of a TorchServe worker while it denoises 1, 4 and 16 megapixel photos.
+"""Peak resident memory of a TorchServe worker while it denoises 1, 4, 16 and 40 megapixel photos.
 
 The worker's peak RSS (``VmHWM`` in ``/proc/PID/status``) is reset before each request by
 writing ``5`` to ``/proc/PID/clear_refs``, so each figure is that request's own peak::
 
-    python -m scripts.memory_report --model-store model_store --model model_unet --sizes 1 4 16
+    python -m scripts.memory_report --model-store model_store --model model_unet --sizes 1 4 16 39.6
 
 Linux only, and the caller must own the worker process (it does when it started the server).
 """
@@ -83,7 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
     parser.add_argument("--model", default="model_unet")
-    parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0, 16.0], help="megapixels")
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0, 16.0, 39.6], help="megapixels")
     parser.add_argument("--json", type=Path, default=None, help="also write the samples here")
     return parser.parse_args(argv)
 
