@@ -2,8 +2,12 @@
 
 Debian packages come through ``apt-get download NAME=VERSION`` (the version the corpus was
 made from; when the configured archive no longer has it, whatever version it offers) and are
-unpacked with ``dpkg -x``. Python wheels come through ``pip download --no-deps`` and are read
-as zip files. Everything is kept under one cache folder, so a second run downloads nothing.
+unpacked with ``dpkg -x``. A package of another Debian release than the system's (a source
+with a ``suite``, e.g. trixie) is fetched through a private apt configuration under the cache
+(its own ``sources.list``, lists and cache), so the system's sources are neither read nor
+changed. Python wheels come through ``pip download --no-deps`` and are read as zip files.
+Files inside a Qt ``.rcc`` bundle or an Enlightenment ``.edj`` archive are read with their
+readers. Everything is kept under one cache folder, so a second run downloads nothing.
 """
 from __future__ import annotations
 
@@ -14,12 +18,17 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .eet import EetArchive
 from .rcc import RccBundle
 
 # A wheel's data files do not depend on the interpreter; asking for the wheels of one Python
 # that every listed release supports keeps the download independent of the running one.
 WHEEL_PYTHON = "3.11"
 UNPACKED_STAMP = ".unpacked"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# Readers of the containers a photograph can sit in, by the container's file suffix.
+CONTAINERS = {".rcc": RccBundle, ".edj": EetArchive}
 
 
 class FetchError(RuntimeError):
@@ -28,11 +37,15 @@ class FetchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Source:
-    """One package the corpus draws on: a Debian package (``deb``) or a PyPI wheel (``wheel``)."""
+    """One package the corpus draws on: a Debian package (``deb``) or a PyPI wheel (``wheel``).
+
+    ``suite`` names the Debian release a package comes from when it is not the system's.
+    """
 
     name: str
     kind: str
     version: str
+    suite: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,8 +82,22 @@ def find_deb(folder: Path, source: Source) -> Path | None:
     return (exact or debs)[-1] if debs else None
 
 
-def download_deb(folder: Path, source: Source) -> Path:
-    """``apt-get download`` the package into ``folder``: the wanted version, else the archive's."""
+def private_apt(root: Path, suite: str) -> list[str]:
+    """apt-get options that use only a configuration under ``root`` listing Debian ``suite``: sources, lists, cache."""
+    etc, lists, cache = root / "etc", root / "lists", root / "cache"
+    for folder in (etc / "sources.list.d", lists / "partial", cache / "archives" / "partial"):
+        folder.mkdir(parents=True, exist_ok=True)
+    (etc / "sources.list").write_text(f"deb [signed-by={ARCHIVE_KEYRING}] {DEBIAN_MIRROR} {suite} main\n")
+    return ["-o", f"Dir::Etc::SourceList={etc / 'sources.list'}", "-o", f"Dir::Etc::SourceParts={etc / 'sources.list.d'}",
+            "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={cache}"]
+
+
+def download_deb(folder: Path, source: Source, apt_root: Path) -> Path:
+    """``apt-get download`` the package into ``folder``: the wanted version, else the archive's.
+
+    A source with a suite is fetched through a private configuration under ``apt_root/SUITE``,
+    whose package lists are brought up to date first.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     found = find_deb(folder, source)
     if found is not None:
@@ -80,9 +107,15 @@ def download_deb(folder: Path, source: Source) -> Path:
             f"{source.name}: apt-get is missing (Debian and Ubuntu have it); put {deb_prefix(source.name, source.version)}*.deb "
             f"from a Debian mirror into {folder} and run again"
         )
+    options = []
+    if source.suite:
+        options = private_apt(apt_root / source.suite, source.suite)
+        done = run(["apt-get", *options, "update"], folder)
+        if done.returncode != 0:
+            raise FetchError(f"apt-get update for Debian {source.suite} failed: {done.stderr.strip()}")
     errors = []
     for wanted in (f"{source.name}={source.version}", source.name):
-        done = run(["apt-get", "download", wanted], folder)
+        done = run(["apt-get", *options, "download", wanted], folder)
         if done.returncode == 0 and (found := find_deb(folder, source)) is not None:
             return found
         errors.append(done.stderr.strip())
@@ -125,17 +158,17 @@ def download_wheel(folder: Path, source: Source) -> Path:
 
 
 class SourceCache:
-    """Downloads and unpacked packages under one folder: ``debs/``, ``wheels/``, ``unpacked/``."""
+    """Downloads and unpacked packages under one folder: ``debs/``, ``wheels/``, ``unpacked/``, ``apt/``."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # absolute: apt-get, dpkg and pip run inside its subfolders
         self.fetched: dict[Source, Fetched] = {}
 
     def fetch(self, source: Source) -> Fetched:
         """Download ``source`` (once) and tell which version it really is."""
         if source not in self.fetched:
             if source.kind == "deb":
-                deb = download_deb(self.root / "debs", source)
+                deb = download_deb(self.root / "debs", source, self.root / "apt")
                 self.fetched[source] = Fetched(source, deb, deb_version(deb))
             elif source.kind == "wheel":
                 wheel = download_wheel(self.root / "wheels", source)
@@ -145,11 +178,19 @@ class SourceCache:
         return self.fetched[source]
 
     def read(self, source: Source, path: str, member: str | None = None) -> bytes:
-        """The bytes of ``path`` in the package (for an .rcc bundle, of ``member`` inside it)."""
+        """The bytes of ``path`` in the package (for an .rcc bundle or .edj archive, of ``member`` inside it)."""
         fetched = self.fetch(source)
         if source.kind == "wheel":
             with zipfile.ZipFile(fetched.file) as wheel:
                 data = wheel.read(path)
         else:
             data = (unpack_deb(fetched.file, self.root / "unpacked" / fetched.file.stem) / path).read_bytes()
-        return data if member is None else RccBundle(data).read(member)
+        return data if member is None else read_member(data, path, member)
+
+
+def read_member(data: bytes, path: str, member: str) -> bytes:
+    """The bytes of ``member`` inside the container file ``path`` (its reader chosen by the suffix)."""
+    reader = CONTAINERS.get(Path(path).suffix.lower())
+    if reader is None:
+        raise ValueError(f"{path}: no reader for members of {Path(path).suffix!r} files; known: {sorted(CONTAINERS)}")
+    return reader(data).read(member)

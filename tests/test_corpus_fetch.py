@@ -4,11 +4,22 @@ from __future__ import annotations
 import pytest
 
 from scripts import corpus_fetch
-from scripts.corpus_fetch import FetchError, Source, SourceCache, deb_prefix, find_deb, unpack_deb, wheel_prefix
-from tests.fake_packages import build_rcc, make_deb, make_wheel
+from scripts.corpus_fetch import (
+    ARCHIVE_KEYRING,
+    FetchError,
+    Source,
+    SourceCache,
+    deb_prefix,
+    find_deb,
+    read_member,
+    unpack_deb,
+    wheel_prefix,
+)
+from tests.fake_packages import build_eet, build_rcc, make_deb, make_wheel
 
 WHEEL = Source("fake-photos", "wheel", "1.2.0")
 DEB = Source("fake-backgrounds", "deb", "4:1.0-1")
+TRIXIE = Source("fake-wallpapers", "deb", "3.0-1", "trixie")
 
 
 @pytest.fixture
@@ -117,3 +128,50 @@ def test_a_broken_deb_is_reported(tmp_path) -> None:
 def test_an_unknown_source_kind_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown source kind"):
         SourceCache(tmp_path).fetch(Source("x", "rpm", "1"))
+
+
+def test_a_member_of_an_edj_archive_in_a_deb_is_read(tmp_path) -> None:
+    archive = build_eet({"edje/images/1": b"SMALL", "edje/images/0": b"JPEG"})
+    make_deb(tmp_path / "debs", DEB.name, DEB.version, {"usr/share/backgrounds/Peaks.edj": archive})
+    assert SourceCache(tmp_path).read(DEB, "usr/share/backgrounds/Peaks.edj", "edje/images/0") == b"JPEG"
+
+
+def test_a_member_of_a_file_without_a_reader_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"no reader for members of '.zip' files; known: \['.edj', '.rcc'\]"):
+        read_member(b"PK", "usr/share/x.zip", "a.png")
+
+
+def test_a_package_of_another_release_comes_through_a_private_apt_configuration(tmp_path, monkeypatch) -> None:
+    asked = []
+
+    def apt(command, cwd):
+        asked.append(command)
+        if command[-1] == f"{TRIXIE.name}={TRIXIE.version}":
+            (cwd / f"{TRIXIE.name}_{TRIXIE.version}_all.deb").touch()
+        return corpus_fetch.subprocess.CompletedProcess(command, 0, "", "")
+    monkeypatch.setattr(corpus_fetch.shutil, "which", lambda name: "/usr/bin/apt-get")
+    monkeypatch.setattr(corpus_fetch, "run", apt)
+    monkeypatch.setattr(corpus_fetch, "deb_version", lambda deb: TRIXIE.version)
+    assert SourceCache(tmp_path).fetch(TRIXIE).file == tmp_path / "debs" / "fake-wallpapers_3.0-1_all.deb"
+    private = tmp_path / "apt" / "trixie"
+    options = ["-o", f"Dir::Etc::SourceList={private}/etc/sources.list", "-o", f"Dir::Etc::SourceParts={private}/etc/sources.list.d",
+               "-o", f"Dir::State::Lists={private}/lists", "-o", f"Dir::Cache={private}/cache"]
+    assert asked == [["apt-get", *options, "update"], ["apt-get", *options, "download", "fake-wallpapers=3.0-1"]]
+    sources = (private / "etc" / "sources.list").read_text()
+    assert sources == f"deb [signed-by={ARCHIVE_KEYRING}] http://deb.debian.org/debian trixie main\n"
+    assert not list((private / "etc" / "sources.list.d").iterdir()) and (private / "lists" / "partial").is_dir()
+
+
+def test_a_failed_update_of_the_private_lists_stops_with_a_message(tmp_path, monkeypatch) -> None:
+    def apt(command, cwd):
+        return corpus_fetch.subprocess.CompletedProcess(command, 100, "", "E: The repository is not signed")
+    monkeypatch.setattr(corpus_fetch.shutil, "which", lambda name: "/usr/bin/apt-get")
+    monkeypatch.setattr(corpus_fetch, "run", apt)
+    with pytest.raises(FetchError, match="apt-get update for Debian trixie failed: E: The repository is not signed"):
+        SourceCache(tmp_path).fetch(TRIXIE)
+
+
+def test_a_relative_cache_folder_works(tmp_path, monkeypatch) -> None:
+    make_deb(tmp_path / "debs", DEB.name, DEB.version, {"usr/share/x.jpg": b"X"})
+    monkeypatch.chdir(tmp_path.parent)
+    assert SourceCache(tmp_path.name).read(DEB, "usr/share/x.jpg") == b"X"

