@@ -3,6 +3,7 @@
     python -m scripts.train --model model_unet --minutes 60          # a time budget
     python -m scripts.train --model model_unet --minutes 90 --resume # extend it later
     python -m scripts.train --model model_unet --minutes 60 --init models/weights  # fine-tune
+    python -m scripts.train --model model_unet --minutes 150 --init models/weights --width 24  # widen, then train
     python -m scripts.train --model model_unet --minutes 30 --init models/weights --crops 128 \
         --lr 2e-4 --hybrid-share 0.5                                 # lean towards the hybrid model
     python -m scripts.train --model model_unet --measure             # loader vs step patches/s
@@ -14,8 +15,11 @@ noise. Crops grow from the first to the last of ``--crops`` over the run (progre
 at a constant number of pixels per batch. An "epoch" is ``--epoch-patches`` patches followed by
 validation on fixed crops of ``--val-src``; the raw and the EMA weights are both scored and
 the better is kept. A fine-tune (``--init``) first scores the weights it starts from and keeps
-an epoch only if it beats them. bf16 autocast and channels-last run where bf16 is native
-(``--precision``).
+an epoch only if it beats them; saved weights narrower than ``--width`` are widened first so the
+wider network starts out computing exactly what they compute (``models.widening``). bf16
+autocast runs with ``--precision bf16``; ``auto`` (the default) times a few training steps in
+fp32 and in bf16 where bf16 is native and trains in the faster (bf16 is slower than fp32 on
+some CPUs that have it); ``--measure`` prints both step rates beside the loader's.
 The learning rate follows a cosine schedule over the budget (minutes when given, else epochs).
 ``runs/<model>/last.pt`` holds the resumable state (tensors and numbers only, loaded with
 ``weights_only=True``); ``log.csv`` the curve.
@@ -42,8 +46,9 @@ from torch.utils.data import DataLoader
 
 from models import MODELS, WEIGHTS_DIR, build_model, save_weights, weight_paths
 from models.degradations import PRESETS, BlindNoiseConfig, Degradation
-from models.precision import PRECISIONS, wants_bf16
+from models.precision import PRECISIONS, native_bf16, wants_bf16
 from models.registry import read_weights
+from models.widening import widen_into
 
 from .dataset import DegradedCrops, fixed_pairs, refuse_shared_images, usable_images
 from .paths import RUNS_DIR, corpus_split, split_argument
@@ -213,9 +218,9 @@ class Batches:
 class Trainer:
     """The model, its EMA copy, optimiser and counters of one run, with checkpointing."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device, bf16: bool | None = None) -> None:
         self.cfg, self.device = cfg, device
-        self.bf16 = wants_bf16(cfg.precision, device)
+        self.bf16 = wants_bf16(cfg.precision, device) if bf16 is None else bf16
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, **cfg.arch).to(device).to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
@@ -304,7 +309,7 @@ def train(cfg: TrainConfig) -> dict:
     """Run (or resume) training as configured; returns the summary written beside the best weights."""
     device = pick_device(cfg.threads)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, device)
+    trainer = Trainer(cfg, device, training_bf16(cfg, device))
     trainer.restore()
     val_images = usable_images(cfg.val_src, cfg.val_crop)
     batches = Batches(cfg, stream=trainer.state["step"])
@@ -351,33 +356,86 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
-def measure(cfg: TrainConfig, batches_timed: int = 20) -> dict[str, float]:
-    """Patches per second of the loader alone and of the training step alone, at the first crop."""
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def step_rates(cfg: TrainConfig, device: torch.device, held: list[Batch], rounds: int = 1) -> dict[str, float]:
+    """Training-step patches per second of a fresh model in fp32 and in bf16 on ``held`` batches.
+
+    One warm-up step each, then ``rounds`` passes over the batches, the two precisions
+    alternating so that background load hits both alike; the best pass of each counts.
+    """
+    trainers = {"fp32": Trainer(cfg, device, bf16=False), "bf16": Trainer(cfg, device, bf16=True)}
+    for trainer in trainers.values():
+        trainer.step(*held[0])
+    best = dict.fromkeys(trainers, math.inf)
+    for _ in range(rounds):
+        for key, trainer in trainers.items():
+            started = time.perf_counter()
+            for noisy, clean in held:
+                trainer.step(noisy, clean)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[key] = min(best[key], time.perf_counter() - started)
+    patches = sum(len(noisy) for noisy, _ in held)
+    return {key: patches / seconds for key, seconds in best.items()}
+
+
+def blank_batches(cfg: TrainConfig, count: int) -> list[Batch]:
+    """``count`` uint8 batches of random pixels at the first crop: a step's time does not depend on the content."""
+    crop, generator = cfg.crops[0], torch.Generator().manual_seed(cfg.seed)
+    shape = (cfg.batch_for(crop), crop, crop, 3)
+    return [(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator),
+             torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)) for _ in range(count)]
+
+
+def training_bf16(cfg: TrainConfig, device: torch.device, steps: int = 3, rounds: int = 2) -> bool:
+    """Whether to train in bf16: as ``--precision`` asks, or for ``auto`` where bf16 is native and measured faster."""
+    if cfg.precision != "auto":
+        return wants_bf16(cfg.precision, device)
+    if not native_bf16(device):
+        return False
+    rates = step_rates(cfg, device, blank_batches(cfg, steps), rounds)
+    chosen = "bf16" if rates["bf16"] > rates["fp32"] else "fp32"
+    print(f"precision auto: training steps at {rates['fp32']:.0f} patches/s in fp32, {rates['bf16']:.0f} in bf16: "
+          f"{chosen}", flush=True)
+    return chosen == "bf16"
+
+
+def measure(cfg: TrainConfig, batches_timed: int = 20) -> dict[str, float | str]:
+    """Patches per second of the loader alone and of the training step alone in fp32 and bf16, at the first crop.
+
+    ``precision`` is what ``auto`` picks from these rates where bf16 is native (fp32 elsewhere).
+    """
     device = pick_device(cfg.threads)
-    trainer = Trainer(cfg, device)
     loader = Batches(cfg, stream=0)
-    rates = {}
     started = time.perf_counter()
     held = [loader.next(0.0) for _ in range(batches_timed)]
-    rates["loader_patches_per_s"] = sum(len(n) for n, _ in held) / (time.perf_counter() - started)
-    trainer.step(*held[0])
-    started = time.perf_counter()
-    for noisy, clean in held:
-        trainer.step(noisy, clean)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rates["step_patches_per_s"] = sum(len(n) for n, _ in held) / (time.perf_counter() - started)
-    return rates
+    loader_rate = sum(len(n) for n, _ in held) / (time.perf_counter() - started)
+    rates = step_rates(cfg, device, held)
+    faster = "bf16" if native_bf16(device) and rates["bf16"] > rates["fp32"] else "fp32"
+    return {"loader_patches_per_s": loader_rate, "step_patches_per_s_fp32": rates["fp32"],
+            "step_patches_per_s_bf16": rates["bf16"], "precision": faster}
 
 
 def warm_start(model: torch.nn.Module, name: str, weights_dir: Path) -> dict:
     """Load ``name``'s saved weights from ``weights_dir`` into ``model``; returns their training summary.
 
-    The architecture configuration must match: ``load_state_dict`` refuses tensors of another shape.
+    Weights of a narrower network (same depth) are widened to ``model``'s width, computing the
+    same function (``models.widening``); the summary then notes the width they had. Any other
+    difference of configuration is refused (``load_state_dict`` rejects tensors of another shape).
     """
     tensors, info = read_weights(name, weights_dir)
-    model.load_state_dict(tensors)
-    return info.get("training", {})
+    saved = {**MODELS[name].config, **info.get("config", {})}
+    narrow = build_model(name, **saved)
+    narrow.load_state_dict(tensors)
+    if saved["width"] == model.head.in_channels:
+        model.load_state_dict(tensors)
+        return info.get("training", {})
+    widen_into(narrow, model)
+    print(f"{name}: the width-{saved['width']} weights in {weights_dir} widened to width {model.head.in_channels}",
+          flush=True)
+    return {**info.get("training", {}), "widened_from": saved["width"]}
 
 
 def training_runs(training: dict) -> list[dict]:

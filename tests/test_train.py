@@ -11,15 +11,18 @@ import torch
 
 from models import load_pretrained
 from models.degradations import BlindNoiseConfig
+from scripts import train as train_module
 from scripts.train import (
     StopFlag,
     TrainConfig,
+    blank_batches,
     charbonnier,
     cosine_lr,
     measure,
     psnr,
     summary_table,
     train,
+    training_bf16,
     training_runs,
 )
 
@@ -153,9 +156,55 @@ def test_stop_flag_catches_sigterm_and_restores_the_previous_handlers() -> None:
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
-def test_measure_reports_loader_and_step_rates(photos, tmp_path) -> None:
+def test_measure_reports_loader_and_step_rates_in_both_precisions(photos, tmp_path) -> None:
     rates = measure(config(photos, tmp_path), batches_timed=2)
-    assert rates["loader_patches_per_s"] > 0 and rates["step_patches_per_s"] > 0
+    assert rates["loader_patches_per_s"] > 0
+    assert rates["step_patches_per_s_fp32"] > 0 and rates["step_patches_per_s_bf16"] > 0
+    assert rates["precision"] in {"fp32", "bf16"}
+
+
+@pytest.mark.parametrize(("fp32", "bf16", "chosen"), [(105.0, 54.0, False), (50.0, 90.0, True)])
+def test_auto_precision_trains_in_the_precision_measured_faster(photos, tmp_path, monkeypatch, capsys,
+                                                                fp32, bf16, chosen) -> None:
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
+    timed = []
+    monkeypatch.setattr(train_module, "step_rates",
+                        lambda cfg, device, held, rounds: timed.append(len(held)) or {"fp32": fp32, "bf16": bf16})
+    assert training_bf16(config(photos, tmp_path, precision="auto"), torch.device("cpu")) is chosen
+    assert timed == [3] and f"{fp32:.0f} patches/s in fp32, {bf16:.0f} in bf16" in capsys.readouterr().out
+
+
+def test_auto_precision_without_native_bf16_and_an_explicit_one_measure_nothing(photos, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
+    monkeypatch.setattr(train_module, "step_rates", lambda *args: pytest.fail("timed the steps"))
+    cpu = torch.device("cpu")
+    assert training_bf16(config(photos, tmp_path, precision="auto"), cpu) is False
+    assert training_bf16(config(photos, tmp_path, precision="bf16"), cpu) is True
+
+
+def test_a_real_auto_run_records_the_precision_it_measured(photos, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
+    summary = train(config(photos, tmp_path, epochs=1, precision="auto"))
+    assert summary["training"]["precision"] in {"fp32", "bf16"}
+
+
+def test_blank_batches_have_the_first_crop_and_its_batch(photos, tmp_path) -> None:
+    cfg = config(photos, tmp_path, crops=(16, 32))
+    (noisy, clean), *_ = blank_batches(cfg, 2)
+    assert noisy.shape == clean.shape == (cfg.batch_for(16), 16, 16, 3) and noisy.dtype == torch.uint8
+
+
+def test_init_with_narrower_weights_widens_them_and_starts_from_their_score(photos, tmp_path, capsys) -> None:
+    first = train(config(photos, tmp_path / "first", epochs=1))
+    capsys.readouterr()
+    second = train(config(photos, tmp_path / "second", epochs=1, arch={"width": 16, "depth": 2},
+                          init=tmp_path / "first" / "weights"))
+    printed = capsys.readouterr().out
+    assert "the width-8 weights in" in printed and "widened to width 16" in printed
+    start = float(printed.split("val PSNR ")[1].split(" dB")[0])
+    assert start == pytest.approx(first["training"]["val_psnr"], abs=0.01)
+    assert second["config"] == {"width": 16, "depth": 2}
+    assert second["training"]["warm_start"] == {**first["training"], "widened_from": 8}
 
 
 def test_a_validation_photo_that_is_also_a_training_photo_is_refused(photos, tmp_path) -> None:
