@@ -87,7 +87,7 @@ def pretrained() -> FFDNet:
 def denoise(noisy: np.ndarray, sigma: float, net: FFDNet | None = None) -> np.ndarray:
     """Denoise a uint8 HxWx3 image whose noise std is ``sigma`` (0-255 scale); uint8 back, rounded."""
     net = net or pretrained()
-    x = torch.from_numpy(np.ascontiguousarray(noisy)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.tensor(noisy, dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
     with torch.inference_mode():
         result = net(x, torch.tensor([sigma / 255.0]))
     return (result[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
