@@ -3,15 +3,18 @@
 # anywhere with smaller numbers):
 #   1. a width sweep: every architecture at widths 16, 24 and 32, from scratch, on the same
 #      fixed budget of SWEEP_PATCHES patches, side by side (val PSNR per width in sweep.csv);
-#   2. the three served models side by side for MINUTES each, warm-started from models/weights.
+#   2. the three served models side by side for MINUTES each, warm-started from models/weights
+#      (widened first where LADDER_WIDTHS asks for more than their width).
 #
 #   scripts/train_all.sh CORPUS OUT        # CORPUS holds train/ and val/; results under OUT
 #
 # OUT/weights gets the trained weights (safetensors + JSON), OUT/logs.tar.gz the curves, the
 # sweep table and every process's output. Settings come from the environment: MINUTES (6),
 # SWEEP_PATCHES (100000, 0 skips the sweep), SWEEP_SECONDS (a sweep run past it is stopped,
-# 150), WIDTHS ("16 24 32"), BATCH (128 at crop 64), WORKERS (loader processes per run;
-# default: the cores shared out), PYTHON (python3). Runs stop cleanly on SIGTERM (checkpoint).
+# 150), WIDTHS ("16 24 32"), LADDER_WIDTHS (the final runs' widths for unet, runet and arunet,
+# e.g. "24 24 32"; default: the registry's), BATCH (128 at crop 64), WORKERS (loader processes
+# per run; default: the cores shared out), PYTHON (python3). Runs stop cleanly on SIGTERM
+# (checkpoint).
 set -euo pipefail
 
 CORPUS="$(cd "$1" && pwd)"
@@ -24,6 +27,11 @@ SWEEP_SECONDS="${SWEEP_SECONDS:-150}"
 WIDTHS="${WIDTHS:-16 24 32}"
 BATCH="${BATCH:-128}"
 MODELS=(model_unet model_runet model_arunet)
+read -r -a LADDER <<<"${LADDER_WIDTHS:-}"
+if (( ${#LADDER[@]} && ${#LADDER[@]} != ${#MODELS[@]} )); then
+    echo "LADDER_WIDTHS needs one width per model (${MODELS[*]}), got '${LADDER_WIDTHS}'" >&2
+    exit 2
+fi
 SCRATCH="$(mktemp -d)"
 mkdir -p "$SCRATCH/logs" "$OUT/weights"
 COMMON=(--train-src "$CORPUS/train" --val-src "$CORPUS/val" --batch "$BATCH" --threads 1)
@@ -64,9 +72,12 @@ fi
 
 workers="${WORKERS:-$(( cores > 6 ? (cores - ${#MODELS[@]}) / ${#MODELS[@]} : 1 ))}"
 echo "final: ${#MODELS[@]} models for $MINUTES minutes each, $workers loader workers each"
-for model in "${MODELS[@]}"; do
+for index in "${!MODELS[@]}"; do
+    model="${MODELS[$index]}"
+    width=()
+    (( ${#LADDER[@]} )) && width=(--width "${LADDER[$index]}")
     timeout "$(( ${MINUTES%.*} * 60 + 120 ))" "$PYTHON" -m scripts.train --model "$model" "${COMMON[@]}" --crops 64 128 --minutes "$MINUTES" \
-        --epoch-patches 60000 --workers "$workers" --init models/weights \
+        --epoch-patches 60000 --workers "$workers" --init models/weights "${width[@]}" \
         --run-dir "$SCRATCH/runs/$model" --weights-dir "$OUT/weights" >"$SCRATCH/logs/$model.out" 2>&1 &
 done
 wait
