@@ -11,7 +11,7 @@ import psutil
 import requests
 
 from models.imaging import MAX_PIXELS
-from scripts.front import read_properties
+from scripts.front import hidden_pool_suffixes, read_properties
 from scripts.paths import CONFIG, REPO
 
 CODE_DIRS = ("models", "scripts", "tests")
@@ -65,7 +65,8 @@ def test_registering_a_model_from_a_url_is_refused(server: Any) -> None:
         assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
         assert response.json().get("message")
     listed = requests.get(f"{server.management_url}/models", timeout=60).json()["models"]
-    assert {entry["modelName"] for entry in listed} == {"model_unet", "model_runet", "model_arunet"}
+    served = {f"{name}{suffix}" for name in ("model_unet", "model_runet", "model_arunet") for suffix in ("", *hidden_pool_suffixes())}
+    assert {entry["modelName"] for entry in listed} == served
 
 
 def test_models_cannot_be_unregistered_over_the_management_api(server: Any) -> None:

@@ -1,6 +1,7 @@
 """A worker's memory is bounded by the tile batch, not the image; oversize images are refused unread.
 
-Measures one worker's peak RSS (model_unet, the session ``server``) while it denoises a 0.5
+Measures one worker's peak RSS (model_unet, the session ``server``, asked directly rather than
+through the front, which would send these sizes to the endpoint's other pools) while it denoises a 0.5
 and a 2 megapixel photo and checks what each further megapixel costs: only the image-sized
 buffers (decoded, padded, blended and encoded copies), far below what a network pass over the
 whole image would need, and little enough that a 16 MP photo stays under 3 GB. The 1/4/16 MP
@@ -27,7 +28,7 @@ SMALL_MP, LARGE_MP, TARGET_MP = 0.5, 2.0, 16.0
 
 def test_peak_rss_grows_with_image_buffers_only(server: Any) -> None:
     (pid,) = server.worker_pids(MODEL)
-    small, large = measure_sizes(server.inference_url, MODEL, pid, [SMALL_MP, LARGE_MP])
+    small, large = measure_sizes(server.torchserve_url, MODEL, pid, [SMALL_MP, LARGE_MP])
     per_mp = (large.peak_mib - small.peak_mib) / (LARGE_MP - SMALL_MP)
     projected = large.peak_mib + per_mp * (TARGET_MP - LARGE_MP)
     print(f"\npeak RSS {small.peak_mib:.0f} MiB at {SMALL_MP} MP, {large.peak_mib:.0f} MiB at {LARGE_MP} MP: "
@@ -42,7 +43,7 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(server: Any) -> N
     side = int(MAX_PIXELS**0.5) + 1
     reset_peak_rss(pid)
     before = status_field(pid, "VmRSS")
-    response = requests.post(f"{server.inference_url}/predictions/{MODEL}", data=png_bomb(side, side), timeout=120)
+    response = requests.post(f"{server.torchserve_url}/predictions/{MODEL}", data=png_bomb(side, side), timeout=120)
     assert response.status_code == 413
     assert "limit" in response.json()["message"]
     # Decoding would need 3 bytes per pixel (over 100 MiB); reading the header needs almost nothing.
