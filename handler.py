@@ -69,6 +69,20 @@ def part_content_types(context: Any, idx: int, request: dict[str, Any]) -> dict[
     return types
 
 
+def lower_priority_if_hidden(context: Any, nice: int) -> bool:
+    """Lower this worker's CPU priority by ``nice`` when it serves a hidden pool; whether it does.
+
+    A hidden pool is the archive registered under another name than its manifest's (the front's
+    pools for larger images, ``scripts.front.POOLS``). Every thread of the process is lowered, and
+    threads started later (OpenMP's) inherit it.
+    """
+    if context.model_name == context.manifest["model"]["modelName"] or nice <= 0:
+        return False
+    for thread in os.listdir("/proc/self/task"):
+        os.setpriority(os.PRIO_PROCESS, int(thread), os.getpriority(os.PRIO_PROCESS, int(thread)) + nice)
+    return True
+
+
 def error_body(status: int, message: str) -> bytes:
     """The JSON body answered for a failed request, shaped like TorchServe's own errors."""
     return json.dumps({"code": status, "type": REASONS.get(status, "Error"), "message": message}).encode("utf-8")
@@ -82,6 +96,7 @@ class DenoiserHandler(BaseHandler):
         self.context = context
         self.manifest = context.manifest
         self.settings = HandlerSettings.from_context(context)
+        self.hidden_pool = lower_priority_if_hidden(context, self.settings.hidden_pool_nice)
         torch.set_num_threads(self.settings.threads)
         properties = context.system_properties
         gpu_id = properties.get("gpu_id")

@@ -2,7 +2,7 @@
 
 ``SERVING_CONFIG`` is what ``scripts.build_model_store`` writes into each archive's
 ``model-config.yaml``; its ``handler:`` section is read back by ``HandlerSettings`` in the
-worker, where ``DENOISER_THREADS`` and ``DENOISER_PRECISION`` override it and an unknown key is
+worker, where ``DENOISER_THREADS``, ``DENOISER_PRECISION`` and ``DENOISER_HIDDEN_POOL_NICE`` override it and an unknown key is
 refused. A plain module outside ``handler.py`` because TorchServe's loader requires the handler
 module to define exactly one class.
 """
@@ -19,6 +19,7 @@ from .tiling import TileConfig
 
 THREADS_ENV = "DENOISER_THREADS"
 PRECISION_ENV = "DENOISER_PRECISION"
+HIDDEN_POOL_NICE_ENV = "DENOISER_HIDDEN_POOL_NICE"
 # Largest |bf16 - fp32| on the warm-up tiles (0-1 scale) for bf16 to be kept: about 5 steps of
 # 8 bits. The trained networks differ by 0.01-0.02 at worst on random tiles.
 BF16_TOLERANCE = 0.03
@@ -26,6 +27,12 @@ BF16_TOLERANCE = 0.03
 # much below the simpler graph's (models.precision.pick): a smaller gain is within the noise
 # of a shared 2-vCPU machine, and the simpler graph is the safer one.
 CHOICE_MARGIN = 0.10
+# How much lower the CPU priority (nice) of an endpoint's hidden pools' workers is: the
+# registrations of the same archive under another name that the front sends larger images to
+# (scripts/front.py POOLS). 0: the pools alone keep small photos within the acceptance, and a
+# lower priority made a 40 MP photo about 3x slower under a steady stream of small ones
+# (docs/fairness.md, "Priority"); a deployment that favours small photos may raise it.
+HIDDEN_POOL_NICE = 0
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class HandlerSettings:
     max_pixels: int = MAX_PIXELS
     precision: str = "auto"
     bf16_tolerance: float = BF16_TOLERANCE
+    hidden_pool_nice: int = HIDDEN_POOL_NICE
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "handler.precision")
@@ -57,6 +65,8 @@ class HandlerSettings:
             section["threads"] = environ[THREADS_ENV]
         if environ.get(PRECISION_ENV):
             section["precision"] = environ[PRECISION_ENV]
+        if environ.get(HIDDEN_POOL_NICE_ENV):
+            section["hidden_pool_nice"] = environ[HIDDEN_POOL_NICE_ENV]
         casts = {"str": str, "float": float, "int": int}
         return cls(**{key: casts[str(known[key])](value) for key, value in section.items()})
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what serving and the offline tools need, once: a Java runtime for TorchServe's
-# frontend and nginx for the public front (Debian/Ubuntu's headless JRE and nginx packages
-# through apt-get when `java` or `nginx` is missing) and the virtual environment .venv with
+# frontend and nginx with its Lua module for the public front (Debian/Ubuntu's headless JRE,
+# nginx and libnginx-mod-http-lua packages through apt-get when one is missing) and the virtual environment .venv with
 # requirements.txt (torch CPU build, TorchServe, PyYAML...). scripts/server.py runs nginx with
 # its own configuration (nginx/nginx.conf.template), never the system's.
 # Idempotent: the venv is reinstalled only when requirements.txt changes.
@@ -19,9 +19,11 @@ as_root() {
 missing=()
 java -version >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+# The front's gate (nginx/gate.lua) runs in Debian's and Ubuntu's Lua module for nginx.
+[[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || missing+=(libnginx-mod-http-lua)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
-        echo "Installing ${missing[*]} (TorchServe's Java frontend, the nginx front)..."
+        echo "Installing ${missing[*]} (TorchServe's Java frontend, the nginx front and its Lua module)..."
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     else

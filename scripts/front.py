@@ -7,7 +7,9 @@ with the handler's JSON shape. Its values come from one place each:
 - TorchServe's address, the body limit and the CORS origin from ``config.properties``, with the
   ``TS_*`` environment overrides TorchServe itself applies (``effective_properties``);
 - the public address from ``DENOISER_LISTEN`` (default ``0.0.0.0:8080``);
-- the per-client rate limit from ``RATE_PER_MINUTE`` and ``RATE_BURST`` below.
+- the per-client rate limit from ``RATE_PER_MINUTE`` and ``RATE_BURST`` below;
+- the worker pools per endpoint (``POOLS``) and the per-client pixel budget (``PIXELS_PER_MINUTE``,
+  ``PIXEL_BURST``) below, which ``nginx/gate.lua`` applies before a request reaches TorchServe.
 
 This module only renders text and builds command lines; ``scripts/server.py`` runs the processes.
 """
@@ -35,6 +37,24 @@ DEFAULT_LISTEN = "0.0.0.0:8080"
 # costs about 2 s of the Space's 2 vCPUs, so a single client cannot hold the whole server.
 RATE_PER_MINUTE = 20
 RATE_BURST = 10
+# Worker pools of every endpoint, by the pixels the front reads from the image's header
+# (nginx/gate.lua): (name suffix, most pixels), smallest first; the last pool takes the rest and
+# any body whose size the front cannot read. The first pool is the public model name; the
+# others are hidden registrations of the same archive (scripts/server.py), which the front
+# refuses to route to by name. A request waits only behind requests of its own pool, so a
+# small photo keeps its latency while a large one is denoised (docs/fairness.md). Each pool is
+# a worker (about 0.5 GiB idle): three pools of three endpoints are nine workers.
+POOLS: tuple[tuple[str, int], ...] = (("", 500_000), ("-medium", 4_000_000), ("-large", 0))
+# Pixels per client address a minute on /predictions/, counted from the image's header before
+# any worker is involved: a token bucket of PIXEL_BURST that refills at PIXELS_PER_MINUTE. The
+# burst is the largest accepted image (models.imaging.MAX_PIXELS, a test checks), so a full
+# bucket always admits it; the rate is what RATE_PER_MINUTE's sizing assumed (twenty 1 MP
+# photos), now counted in pixels. One request is charged at most PIXEL_BURST.
+PIXELS_PER_MINUTE = 20_000_000
+PIXEL_BURST = 40_000_000
+# Where Debian's and Ubuntu's nginx keep their dynamic modules (libnginx-mod-http-lua and the
+# development kit it needs).
+NGINX_MODULES = Path("/usr/lib/nginx/modules")
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 # Characters that would end or escape a value inside the rendered configuration.
 UNSAFE_VALUE = re.compile(r"[\s\"';{}$\\]")
@@ -53,12 +73,20 @@ class FrontSettings:
     web_root: Path = WEB_ROOT
     rate_per_minute: int = RATE_PER_MINUTE
     rate_burst: int = RATE_BURST
+    pools: tuple[tuple[str, int], ...] = POOLS
+    pixels_per_minute: int = PIXELS_PER_MINUTE
+    pixel_burst: int = PIXEL_BURST
 
     @property
     def url(self) -> str:
         """The front's base URL, as a client on this machine reaches it."""
         host, port = self.listen.rsplit(":", 1)
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '*') else host}:{port}"
+
+
+def hidden_pool_suffixes(pools: tuple[tuple[str, int], ...] = POOLS) -> list[str]:
+    """The name suffixes of every endpoint's hidden pools (all but the first, public one)."""
+    return [suffix for suffix, _ in pools[1:]]
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -120,6 +148,12 @@ def template_values(settings: FrontSettings) -> dict[str, str]:
         "rate_per_minute": settings.rate_per_minute,
         "rate_burst": settings.rate_burst,
         "retry_after_s": math.ceil(60 / settings.rate_per_minute),
+        "pools": "|".join(f"{suffix}={bound}" for suffix, bound in settings.pools),
+        "pixels_per_minute": settings.pixels_per_minute,
+        "pixel_budget_mp": f"{settings.pixels_per_minute / 1e6:g}",
+        "pixel_burst": settings.pixel_burst,
+        "nginx_modules": NGINX_MODULES,
+        "gate_dir": TEMPLATE.parent,
         "run_dir": settings.run_dir,
         "access_log": settings.access_log,
         "web_root": settings.web_root,

@@ -1,7 +1,8 @@
 """Peak resident memory of a TorchServe worker while it denoises 1, 4, 16 and 40 megapixel photos.
 
 The worker's peak RSS (``VmHWM`` in ``/proc/PID/status``) is reset before each request by
-writing ``5`` to ``/proc/PID/clear_refs``, so each figure is that request's own peak::
+writing ``5`` to ``/proc/PID/clear_refs``, so each figure is that request's own peak. Requests go
+to TorchServe directly, past the front, which would send larger sizes to the endpoint's other pools::
 
     python -m scripts.memory_report --model-store model_store --model model_unet --sizes 1 4 16 39.6
 
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with running_server(args.model_store, models=models_value([args.model])) as server:
         (pid,) = server.worker_pids(args.model)
-        samples = measure_sizes(server.inference_url, args.model, pid, args.sizes)
+        samples = measure_sizes(server.torchserve_url, args.model, pid, args.sizes)
     table = [asdict(sample) for sample in samples]
     print(json.dumps(table, indent=2))
     if args.json:

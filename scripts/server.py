@@ -2,9 +2,11 @@
 
 ``running_server`` runs ``torchserve --foreground`` with the project's ``config.properties`` on
 free 127.0.0.1 ports (overridden through ``TS_*`` environment variables, which the config allows
-with ``enable_envvars_config``), logs and temp files in a private folder, waits until every
-model has a READY worker, then starts nginx (``scripts/front.py``) on another free loopback
-port, and stops both process groups when done. Clients use ``Server.inference_url``, the front;
+with ``enable_envvars_config``), logs and temp files in a private folder, registers every model
+once per worker pool (``registrations``: the public name and the hidden ``<name>-medium`` and
+``<name>-large`` of ``scripts/front.py`` POOLS), waits until every registration has a READY
+worker, then starts nginx (``scripts/front.py``) on another free loopback port, and stops both
+process groups when done. Clients use ``Server.inference_url``, the front;
 ``Server.torchserve_url`` is TorchServe itself.
 
 ``python -m scripts.server`` (what ``scripts/serve.sh`` and the image run) does the same in the
@@ -35,7 +37,7 @@ from typing import IO
 
 import requests
 
-from scripts.front import FrontSettings, effective_properties, front_settings, nginx_command, write_config
+from scripts.front import FrontSettings, effective_properties, front_settings, hidden_pool_suffixes, nginx_command, write_config
 from scripts.paths import CONFIG, MODEL_STORE
 
 STOP_TIMEOUT = 60.0
@@ -100,12 +102,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def archive_model_names(model_store: Path) -> list[str]:
-    """The model names (from each archive's manifest) of every ``.mar`` in ``model_store``."""
-    names = []
+def archive_model_names(model_store: Path) -> dict[str, str]:
+    """Each ``.mar`` of ``model_store`` by the model name its manifest gives it ({"model_unet": "UNET.mar", ...})."""
+    names = {}
     for archive in sorted(model_store.glob("*.mar")):
         with zipfile.ZipFile(archive) as packed:
-            names.append(json.loads(packed.read("MAR-INF/MANIFEST.json"))["model"]["modelName"])
+            names[json.loads(packed.read("MAR-INF/MANIFEST.json"))["model"]["modelName"]] = archive.name
     return names
 
 
@@ -121,8 +123,23 @@ def models_value(names: Iterable[str]) -> str:
     return ",".join(f"{name}={MODELS[name].archive}.mar" for name in names)
 
 
-def torchserve_command(config: Path, model_store: Path, models: str) -> list[str]:
-    """The ``torchserve --foreground`` command line, run by this interpreter (the venv's)."""
+def registrations(model_store: Path, models: str) -> dict[str, str]:
+    """Every registration a ``--models`` value ("all", or "name=ARCHIVE.mar,...") leads to, name -> archive.
+
+    Each public model comes with its hidden pools (``scripts.front.POOLS``): the same archive
+    registered again as ``<name><suffix>``, with a worker of its own for larger images.
+    """
+    if models.lower() == "all":
+        public = archive_model_names(model_store)
+    else:
+        items = [item.partition("=") for item in re.split(r"[\s,]+", models.strip()) if item]
+        public = {name if archive else name.removesuffix(".mar"): archive or name for name, _, archive in items}
+    return {f"{name}{suffix}": archive for name, archive in public.items() for suffix in ("", *hidden_pool_suffixes())}
+
+
+def torchserve_command(config: Path, model_store: Path, served: dict[str, str]) -> list[str]:
+    """The ``torchserve --foreground`` command line serving ``served`` (name -> archive), run by this interpreter (the venv's)."""
+    models = ",".join(f"{name}={archive}" for name, archive in served.items())
     return [
         sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
         "--ts-config", str(config), "--model-store", str(model_store), "--models", models,
@@ -202,13 +219,6 @@ def wait_until_serving(url: str, front: subprocess.Popen, log: Path | None = Non
         time.sleep(POLL_INTERVAL)
 
 
-def model_names(model_store: Path, models: str) -> list[str]:
-    """The model names a ``--models`` value serves ("all": every archive's manifest name)."""
-    if models.lower() == "all":
-        return archive_model_names(model_store)
-    return [item.split("=", 1)[0] if "=" in item else item.removesuffix(".mar") for item in re.split(r"[\s,]+", models.strip())]
-
-
 @contextmanager
 def running_server(
     model_store: Path,
@@ -227,7 +237,7 @@ def running_server(
     """
     model_store = Path(model_store).resolve()
     config = Path(config).resolve()
-    names = model_names(model_store, models)
+    served = registrations(model_store, models)
     with tempfile.TemporaryDirectory(prefix="torchserve-") as tmp:
         work = Path(tmp)
         log_dir = work / "logs"
@@ -252,13 +262,13 @@ def running_server(
         }
         with open(log_dir / "stdout.log", "wb") as output:
             process = subprocess.Popen(
-                torchserve_command(config, model_store, models),
+                torchserve_command(config, model_store, served),
                 cwd=work, env=server_env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
             )
         server = Server(urls["front"], urls["inference"], urls["management"], urls["metrics"], log_dir, process)
         front = front_settings(config, work / "nginx", log_dir, server_env, listen=f"127.0.0.1:{ports['front']}")
         try:
-            wait_until_ready(server, names, startup_timeout)
+            wait_until_ready(server, list(served), startup_timeout)
             with open(log_dir / "nginx.log", "wb") as output:
                 server.front = start_front(front, server_env, output)
             wait_until_serving(server.inference_url, server.front, log_dir / "nginx.log")
@@ -295,7 +305,7 @@ def serve_foreground(config: Path, model_store: Path, models: str, listen: str |
     so the public port opens on a service that can answer. Logs go to ``LOG_LOCATION`` (or
     ``logs/``), as TorchServe's do; nginx's own messages to this process's stderr.
     """
-    names = model_names(model_store, models)
+    served = registrations(model_store, models)
     environ = dict(os.environ)
     properties = effective_properties(config, environ)
     log_dir = Path(environ.get("LOG_LOCATION") or "logs").resolve()
@@ -306,14 +316,14 @@ def serve_foreground(config: Path, model_store: Path, models: str, listen: str |
     with tempfile.TemporaryDirectory(prefix="nginx-") as run_dir:
         front = front_settings(config, Path(run_dir), log_dir, environ, listen=listen)
         try:
-            processes["TorchServe"] = subprocess.Popen(torchserve_command(config, model_store, models),
+            processes["TorchServe"] = subprocess.Popen(torchserve_command(config, model_store, served),
                                                        env={**WORKER_ENV, **environ}, start_new_session=True)
             server = Server(front.url, properties["inference_address"], properties["management_address"],
                             properties["metrics_address"], log_dir, processes["TorchServe"])
-            wait_until_ready(server, names, STARTUP_TIMEOUT)
+            wait_until_ready(server, list(served), STARTUP_TIMEOUT)
             processes["nginx"] = start_front(front, environ)
             wait_until_serving(front.url, processes["nginx"])
-            print(f"serving {', '.join(names)} on http://{front.listen} (TorchServe at {server.torchserve_url})", flush=True)
+            print(f"serving {', '.join(served)} on http://{front.listen} (TorchServe at {server.torchserve_url})", flush=True)
             name, status = first_exit(processes)
             print(f"{name} exited with {status}: stopping the service", file=sys.stderr, flush=True)
             return 1

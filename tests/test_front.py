@@ -15,13 +15,18 @@ import pytest
 import requests
 from PIL import Image
 
+from models.imaging import MAX_PIXELS
 from models.settings import SERVING_CONFIG
 from scripts.front import (
     DEFAULT_LISTEN,
     LISTEN_ENV,
+    PIXEL_BURST,
+    PIXELS_PER_MINUTE,
+    POOLS,
     TEMPLATE,
     WEB_ROOT,
     front_settings,
+    hidden_pool_suffixes,
     nginx_command,
     read_properties,
     render,
@@ -88,6 +93,22 @@ def test_a_value_that_could_escape_the_configuration_is_refused(tmp_path: Path) 
     settings = front_settings(CONFIG, tmp_path, tmp_path, environ={"TS_CORS_ALLOWED_ORIGIN": 'x" always; include /etc/passwd; #'})
     with pytest.raises(ValueError, match="cors_origin"):
         render(settings)
+
+
+def test_pools_rise_and_end_with_the_rest() -> None:
+    """The pools' bounds grow, only the last takes every size (0), and every hidden pool has its own suffix."""
+    bounds = [bound for _, bound in POOLS]
+    assert bounds[:-1] == sorted(bounds[:-1]) and 0 not in bounds[:-1] and bounds[-1] == 0
+    assert POOLS[0][0] == "" and len(set(hidden_pool_suffixes())) == len(POOLS) - 1 and "" not in hidden_pool_suffixes()
+
+
+def test_a_full_pixel_bucket_admits_the_largest_accepted_image(tmp_path: Path) -> None:
+    """The burst is at least the handler's pixel limit; the gate is configured with these very numbers."""
+    assert PIXEL_BURST >= MAX_PIXELS and PIXELS_PER_MINUTE > 0
+    text = render(front_settings(CONFIG, tmp_path, tmp_path, environ={}))
+    pools = "|".join(f"{suffix}={bound}" for suffix, bound in POOLS)
+    assert f'require("gate").configure("{pools}", {PIXELS_PER_MINUTE}, {PIXEL_BURST})' in text
+    assert f"({PIXELS_PER_MINUTE / 1e6:g} megapixels a minute)" in text
 
 
 def test_public_port_is_the_spaces_and_the_images() -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,11 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.utils.util import list_classes_from_module
 
 import handler as handler_module
-from handler import DenoiserHandler, upload_bytes
+from handler import DenoiserHandler, lower_priority_if_hidden, upload_bytes
 from models.graphs import GRAPH_FILES, trace_graphs, write_identity
 from models.imaging import MAX_PIXELS, decode_image
 from models.pipeline import denoise_bytes
-from models.settings import PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
+from models.settings import HIDDEN_POOL_NICE_ENV, PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
 from models.tiling import TileConfig, count_tiles
 from tests.networks import random_network
 
@@ -259,6 +262,33 @@ def test_upload_bytes_accepts_bytearray_and_text_decoded_bodies() -> None:
     assert upload_bytes({"body": bytearray(b"abc")}, {}) == b"abc"
     assert upload_bytes({"body": "abc"}, {}) == b"abc"
     assert upload_bytes({"x": b"text", "y": b"file"}, {"x": "", "y": "image/png"}) == b"file"
+
+
+def test_only_a_hidden_pool_lowers_its_priority(tmp_path: Path) -> None:
+    """Registered under its manifest's name a worker keeps its priority; under another (a hidden pool) every
+    thread drops by the setting, threads started afterwards too. Run in a child: a process cannot raise it back."""
+    before = os.nice(0)
+    assert lower_priority_if_hidden(make_context(tmp_path, None), 10) is False and os.nice(0) == before
+    script = (
+        "import os, threading, types\n"
+        "from handler import lower_priority_if_hidden\n"
+        "before = os.nice(0)\n"
+        "early = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True); early.start()\n"
+        "context = types.SimpleNamespace(model_name='model_unet-large', manifest={'model': {'modelName': 'model_unet'}})\n"
+        "assert lower_priority_if_hidden(context, 4)\n"
+        "later = []\n"
+        "worker = threading.Thread(target=lambda: later.append(os.nice(0))); worker.start(); worker.join()\n"
+        "early_nice = os.getpriority(os.PRIO_PROCESS, early.native_id)\n"
+        "print(os.nice(0) - before, early_nice - before, later[0] - before)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(handler_module.__file__).parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["4", "4", "4"]
+
+
+def test_the_hidden_pool_nice_follows_its_environment_variable() -> None:
+    assert HandlerSettings.from_section({}, environ={HIDDEN_POOL_NICE_ENV: "3"}).hidden_pool_nice == 3
+    assert HandlerSettings.from_section({}, environ={}).hidden_pool_nice == SERVING_CONFIG["handler"]["hidden_pool_nice"]
 
 
 def test_handler_module_defines_exactly_one_class() -> None:

@@ -1,5 +1,6 @@
 """The load-test script (``scripts.loadtest``) and the server's behaviour under load and overload,
-through the nginx front: mixed load, a full job queue (503), one client over its rate (429)."""
+through the nginx front: mixed load, small photos while a large one runs on the same endpoint, a
+full job queue (503), one client over its rate (429)."""
 from __future__ import annotations
 
 import math
@@ -7,15 +8,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import requests
 
 from models import MODELS
-from scripts.front import RATE_BURST, RATE_PER_MINUTE
-from scripts.loadtest import LoadResult, make_bodies, run_load, worker_pids
+from scripts.front import POOLS, RATE_BURST, RATE_PER_MINUTE
+from scripts.loadtest import LoadResult, SizeClass, all_worker_pids, make_bodies, run_load, run_mixed, worker_pids
 from scripts.server import models_value, running_server
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"
+# The acceptance of docs/fairness.md: small photos' p95 while a large one runs, over their idle p95.
+SMALL_P95_RATIO_LIMIT = 5.0
 
 
 def test_summary_reports_percentiles_throughput_and_errors() -> None:
@@ -41,6 +45,24 @@ def test_concurrent_mixed_load_has_no_errors_and_no_restarts(server: Any) -> Non
     assert result.error_count == 0, result.errors
     assert {m: worker_pids(server.management_url, m) for m in models} == before
     assert server.restarts_since(bookmark) == []
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_small_photos_keep_their_latency_while_a_large_one_runs(server: Any) -> None:
+    """The scaled-down fairness run: one size per pool (the full run: ``--mixed --large-mp 40``, docs/fairness.md)."""
+    bounds = [bound for _, bound in POOLS]
+    small = SizeClass("small", bounds[0] / 1e7, 2)
+    medium = SizeClass("medium", (bounds[0] + bounds[1]) / 2e6, 1)
+    large = SizeClass("large", bounds[1] / 1e6 + 0.5, 1)
+    before = all_worker_pids(server.management_url)
+    bookmark = server.log_sizes()
+    report = run_mixed(server.inference_url, [MODEL], small, medium, large, idle_requests=6, large_requests=1)
+    print("\n", report)
+    assert report["errors"] == 0, report
+    assert report["loaded"]["small"]["requests"] > report["loaded"]["large"]["requests"], report
+    assert report["small_p95_ratio"] <= SMALL_P95_RATIO_LIMIT, report
+    assert all_worker_pids(server.management_url) == before and server.restarts_since(bookmark) == []
 
 
 def test_requests_beyond_the_job_queue_get_a_clean_503(model_store: Any) -> None:

@@ -27,10 +27,12 @@ from PIL import Image
 
 from models import MODELS
 from models.degradations import degrade
+from models.settings import SERVING_CONFIG
 from scripts.dataset import list_images, load_rgb
 from scripts.evaluate import denoise_image, score, served_network
+from scripts.front import hidden_pool_suffixes
 from scripts.paths import REPO
-from scripts.server import free_port, models_value, running_server
+from scripts.server import free_port, models_value, registrations, running_server
 from tests.photos import TRAIN_PHOTOS, photo_folder
 
 MODEL_NAMES = sorted(MODELS)
@@ -66,10 +68,35 @@ def answered_image(response: requests.Response) -> Image.Image:
     return image
 
 
-def test_every_model_is_served_healthy(server: Any) -> None:
+def test_every_endpoint_is_registered_with_its_hidden_pools(model_store: Path) -> None:
+    """Each public model, from "all" or a --models value, comes with one registration of its archive per hidden pool."""
+    pools = ["", *hidden_pool_suffixes()]
+    expected = {f"{name}{suffix}": f"{MODELS[name].archive}.mar" for name in MODEL_NAMES for suffix in pools}
+    assert registrations(model_store, "all") == expected
+    assert registrations(model_store, models_value(["model_unet"])) == {f"model_unet{suffix}": "UNET.mar" for suffix in pools}
+
+
+@pytest.mark.server
+def test_hidden_pool_workers_run_at_their_configured_priority(server: Any) -> None:
+    """Every thread of each endpoint's hidden pool workers runs ``hidden_pool_nice`` below its public worker."""
+    def thread_nices(pid: int) -> set[int]:
+        return {psutil.Process(thread.id).nice() for thread in psutil.Process(pid).threads()}
+
+    lowered = SERVING_CONFIG["handler"]["hidden_pool_nice"]
+    for model in MODEL_NAMES:
+        (public,) = server.worker_pids(model)
+        (normal,) = thread_nices(public)
+        for suffix in hidden_pool_suffixes():
+            (hidden,) = server.worker_pids(f"{model}{suffix}")
+            assert thread_nices(hidden) == {min(19, normal + lowered)}, (model, suffix)
+
+
+def test_every_model_is_served_healthy(server: Any, model_store: Path) -> None:
+    """Every model is registered, with its hidden pools and nothing else."""
     assert requests.get(f"{server.inference_url}/ping", timeout=30).json()["status"] == "Healthy"
     listed = requests.get(f"{server.management_url}/models", timeout=30).json()["models"]
-    assert sorted(entry["modelName"] for entry in listed) == MODEL_NAMES
+    assert sorted(entry["modelName"] for entry in listed) == sorted(registrations(model_store, "all"))
+    assert set(MODEL_NAMES) <= set(registrations(model_store, "all"))
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
