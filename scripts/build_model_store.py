@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from tqdm import tqdm
 
 from models.graphs import GRAPH_FILES, trace_graphs
 from models.registry import MODELS, WEIGHTS_DIR, load_pretrained, weight_paths
@@ -190,7 +189,7 @@ def build_store(
     force: bool = False,
 ) -> list[Path]:
     """Build every named model's archive into ``store`` (skipping up-to-date ones); returns their paths."""
-    return [build_archive(name, store, weights_dir, force) for name in tqdm(list(names), desc="archives", unit="model")]
+    return [build_archive(name, store, weights_dir, force) for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ Integration tests share one server (three workers) started on free loopback port
 project's ``config.properties``; tests that need a server of their own (other settings, killed
 workers, restarts) start it from the same ``model_store``. The session may not read
 ``../shared`` (``tests/isolation.py``): what a test needs comes from the repository or from a
-package in ``requirements.txt``.
+package in ``requirements-dev.txt``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Build the real Dockerfile with podman, run it like the Space does and check it (scripts/container_test.py)."""
+"""Build the real Dockerfile with podman, run it like the Space does and check it (scripts/container_test.py):
+it serves, is locked down and holds no development tool."""
 from __future__ import annotations
 
 import os
