@@ -20,10 +20,30 @@ from scripts.build_model_store import build_store
 from scripts.server import Server, running_server
 from tests import isolation
 
+# Fixtures that put a test in a tier (pyproject.toml's markers): whatever uses them, directly or
+# through another fixture, needs a running service or a browser.
+FIXTURE_TIERS = {"model_store": "server", "server": "server", "browser": "browser"}
+TIERS = ("server", "browser", "container", "slow")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse reads under ``../shared`` for the whole session."""
     isolation.install()
+
+
+def item_tiers(item: pytest.Item) -> set[str]:
+    """The tiers of a collected test: from the fixtures it uses and the tier markers it carries."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    tiers = {tier for fixture, tier in FIXTURE_TIERS.items() if fixture in fixtures}
+    return tiers | {marker.name for marker in item.iter_markers() if marker.name in TIERS}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tiers; a test in none of them is ``unit``."""
+    for item in items:
+        tiers = item_tiers(item)
+        for tier in sorted(tiers) or ["unit"]:
+            item.add_marker(tier)
 
 
 def trained_weights_present() -> bool:

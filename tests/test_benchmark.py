@@ -42,6 +42,7 @@ def test_the_cpu_is_named_with_its_bf16_units(monkeypatch) -> None:
     assert cpu_description().endswith(" (no native bf16)")
 
 
+@pytest.mark.slow
 def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> None:
     results = main([
         "--quick", "--repeats", "1", "--section", "models", "graphs", "ceiling", "png", "serving", "--image", str(image),

@@ -9,6 +9,7 @@ import pytest
 from scripts.container_test import ContainerTestConfig, run_container_test, unavailable_reason
 
 CONFIG = ContainerTestConfig()
+pytestmark = pytest.mark.container
 
 
 @pytest.mark.timeout(3600)
