@@ -26,6 +26,13 @@ FIXTURE_TIERS = {"model_store": "server", "server": "server", "browser": "browse
 TIERS = ("server", "browser", "container", "slow")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--screenshots DIR``: where the page and browser tests save their screenshots."""
+    parser.addoption("--screenshots", type=Path, metavar="DIR",
+                     help="save the page and browser tests' screenshots into DIR (images refreshes the README's); "
+                          "default: a temporary folder")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse reads under ``../shared`` for the whole session."""
     isolation.install()
@@ -66,6 +73,17 @@ def server(model_store: Path) -> Iterator[Server]:
     """One TorchServe serving the three archives on free 127.0.0.1 ports, stopped after the session."""
     with running_server(model_store) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder for screenshots: ``--screenshots DIR`` (relative to where pytest was started), else a temporary one."""
+    chosen = request.config.getoption("screenshots")
+    if chosen is None:
+        return tmp_path_factory.mktemp("screenshots")
+    folder = request.config.invocation_params.dir / chosen
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 # Debian's chromium package; GitHub's Ubuntu runners have Google Chrome instead (Ubuntu ships Chromium as a snap).
