@@ -19,8 +19,8 @@ def test_locations_are_inside_the_repository_except_the_shared_corpus() -> None:
     for location in (paths.DATA_DIR, paths.CACHE_DIR, paths.RUNS_DIR, paths.IMAGES_DIR, paths.MODEL_STORE, paths.LOCAL_CORPUS):
         assert location.is_relative_to(paths.REPO)
     assert (paths.REPO / "scripts" / "paths.py").exists()
-    assert paths.SHARED_CORPUS == paths.REPO.parent / "shared" / "corpus"
-    assert paths.CORPUS_CANDIDATES == (paths.SHARED_CORPUS, paths.LOCAL_CORPUS)
+    # The folder beside the repository is tried first, the repository's own last.
+    assert [candidate.is_relative_to(paths.REPO) for candidate in paths.CORPUS_CANDIDATES] == [False, True]
 
 
 def test_the_first_complete_candidate_wins(tmp_path) -> None:
