@@ -22,7 +22,8 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 from tqdm import tqdm
 
-from models.degradations import PRESETS, degrade, to_uint8
+from models.degradations import PRESETS, degrade
+from models.noise_steps import to_uint8
 
 from .paths import split_argument
 

@@ -7,7 +7,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from models.noise import NoiseConfig, add_hybrid_noise
 from scripts import baselines
-from scripts.baselines import BASELINES, available, centre_crop, oracle_sigma, to_uint8
+from scripts.baselines import BASELINES, available, centre_crop, oracle_sigma
 
 
 def smooth_image(size: int = 48) -> np.ndarray:
@@ -27,10 +27,6 @@ def test_oracle_sigma_is_the_residual_std(pair) -> None:
     clean, noisy = pair
     assert oracle_sigma(clean, noisy) == pytest.approx(np.std(noisy.astype(float) - clean), rel=1e-9)
     assert 20 < oracle_sigma(clean, noisy) < 27
-
-
-def test_to_uint8_rounds_and_clips() -> None:
-    assert to_uint8(np.array([-0.1, 0.5, 1.2, 0.499 / 255])).tolist() == [0, 128, 255, 0]
 
 
 @pytest.mark.parametrize("name", list(BASELINES))
