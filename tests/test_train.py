@@ -17,7 +17,6 @@ from scripts.train import (
     charbonnier,
     cosine_lr,
     measure,
-    psnr,
     summary_table,
     train,
     training_runs,
@@ -83,8 +82,6 @@ def test_schedule_and_metrics() -> None:
     assert cosine_lr(1.0, 0.0) < cosine_lr(1.0, 0.02) == pytest.approx(1.0)
     assert cosine_lr(1.0, 1.0) == pytest.approx(0.01)
     x = torch.rand(2, 3, 8, 8)
-    assert psnr(x, x).min() > 100
-    assert psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1)).item() == pytest.approx(20.0)
     assert charbonnier(x, x).item() == pytest.approx(1e-3)
 
 
