@@ -8,17 +8,13 @@ from models.noise import NoiseConfig, add_hybrid_noise
 from scripts import baselines
 from scripts.baselines import BASELINES, available, centre_crop, oracle_sigma
 from scripts.metrics import psnr
-
-
-def smooth_image(size: int = 48) -> np.ndarray:
-    """A smooth colour gradient: easy to denoise, so every baseline must gain on it."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    return (np.stack([x, y, (x + y) / 2], axis=2) * 200 + 20).astype(np.uint8)
+from tests.photos import synthetic_photo
 
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[np.ndarray, np.ndarray]:
-    clean = smooth_image()
+    """A smooth picture without grain (easy to denoise, so every baseline must gain on it) and its noisy copy."""
+    clean = synthetic_photo(48, 48, grain=0)
     noisy, _ = add_hybrid_noise(clean, np.random.default_rng(0), NoiseConfig.gaussian(25))
     return clean, noisy
 

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 from PIL import Image
 from playwright.sync_api import Browser
 
 from scripts.server import Server, running_server
+from tests.photos import synthetic_photo
 
 PAGE = Path(__file__).parent / "frontend" / "index.html"
 SCREENSHOT = "frontend-test.png"  # the README's images/frontend-test.png, saved into the screenshot_dir
@@ -34,21 +34,12 @@ class Frontend:
     httpd: http.server.ThreadingHTTPServer
 
 
-def noisy_photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
-    """A smooth colour gradient with Gaussian noise: a small stand-in for a noisy photograph."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    clean = np.stack([x / width, y / height, 0.5 + 0.3 * np.sin(x / 9.0)], axis=-1) * 255
-    return Image.fromarray(np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the test page and a noisy PNG input."""
     root = tmp_path_factory.mktemp("frontend")
     shutil.copy(PAGE, root / "index.html")
-    noisy_photo(INPUT_SIZE).save(root / "input.png")
+    Image.fromarray(synthetic_photo(*INPUT_SIZE, grain=25)).save(root / "input.png")  # a small noisy photograph
     return root
 
 

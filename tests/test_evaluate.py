@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from models import MODELS, save_weights
 from models.degradations import degrade
@@ -14,18 +13,13 @@ from scripts import baselines, evaluate
 from scripts.dataset import list_images, load_rgb
 from scripts.evaluate import denoise_image, main, served_network
 from tests.networks import random_network
+from tests.photos import synthetic_folder
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """Three small smooth photographs-to-be in a folder."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(5)
-    y, x = np.mgrid[0:40, 0:56] / 56
-    for i in range(3):
-        base = np.stack([x, y, x * y], axis=2) * rng.uniform(100, 200, 3) + rng.uniform(0, 40, 3)
-        Image.fromarray(base.astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
+    """Three small synthetic photographs in a folder."""
+    return synthetic_folder(tmp_path_factory.mktemp("images"), 3, (56, 40), seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -31,18 +31,10 @@ from scripts.dataset import list_images, load_rgb
 from scripts.evaluate import denoise_image, score, served_network
 from scripts.paths import REPO
 from scripts.server import free_port, models_value, running_server
-from tests.photos import TRAIN_PHOTOS, photo_folder
+from tests.photos import TRAIN_PHOTOS, photo_folder, synthetic_photo
 
 MODEL_NAMES = sorted(MODELS)
 TIMEOUT = 600
-
-
-def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A smooth colour picture with grain: uint8 HxWx3."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x / max(width, 1), y / max(height, 1), 0.5 + 0.4 * np.sin((x + y) / 7.0)], axis=-1) * 220
-    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -75,13 +67,13 @@ def test_every_model_is_served_healthy(server: Any) -> None:
 @pytest.mark.parametrize("model", MODEL_NAMES)
 @pytest.mark.parametrize("size", [(1, 1), (17, 9), (129, 130), (300, 201)])
 def test_any_size_comes_back_at_its_size(server: Any, model: str, size: tuple[int, int]) -> None:
-    result = answered_image(post(server, model, data=encode(Image.fromarray(photo(*size)))))
+    result = answered_image(post(server, model, data=encode(Image.fromarray(synthetic_photo(*size)))))
     assert (result.size, result.mode) == (size, "RGB")
 
 
 def test_a_four_megapixel_photo(server: Any) -> None:
     size = (2304, 1728)
-    result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(photo(*size)), "JPEG")))
+    result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(synthetic_photo(*size)), "JPEG")))
     assert (result.size, result.mode) == (size, "RGB")
 
 
@@ -99,12 +91,12 @@ def test_a_four_megapixel_photo(server: Any) -> None:
     ids=["jpeg", "webp", "bmp", "tiff", "gray", "palette", "cmyk"],
 )
 def test_input_kinds(server: Any, make, fmt: str, mode: str) -> None:
-    result = answered_image(post(server, "model_runet", data=encode(make(photo(70, 50)), fmt)))
+    result = answered_image(post(server, "model_runet", data=encode(make(synthetic_photo(70, 50)), fmt)))
     assert (result.size, result.mode) == ((70, 50), mode)
 
 
 def test_alpha_passes_through_untouched(server: Any) -> None:
-    rgb = photo(64, 40)
+    rgb = synthetic_photo(64, 40)
     alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (40, 1))
     rgba = Image.fromarray(np.dstack([rgb, alpha]))
     result = answered_image(post(server, "model_arunet", data=encode(rgba)))
@@ -113,7 +105,7 @@ def test_alpha_passes_through_untouched(server: Any) -> None:
 
 
 def test_sixteen_bit_gray_comes_back_sixteen_bit(server: Any) -> None:
-    values = (photo(48, 32)[..., 0].astype(np.uint16) * 257)
+    values = (synthetic_photo(48, 32)[..., 0].astype(np.uint16) * 257)
     result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(values))))
     assert result.mode.startswith("I")
     assert result.size == (48, 32)
@@ -121,7 +113,7 @@ def test_sixteen_bit_gray_comes_back_sixteen_bit(server: Any) -> None:
 
 
 def test_multipart_upload(server: Any) -> None:
-    body = encode(Image.fromarray(photo(40, 30)))
+    body = encode(Image.fromarray(synthetic_photo(40, 30)))
     result = answered_image(post(server, "model_unet", files={"file": ("photo.png", body, "image/png")}))
     assert result.size == (40, 30)
 
@@ -142,7 +134,7 @@ def test_client_mistakes_get_json_4xx(server: Any, body: bytes, status: int, wor
 
 def test_eight_concurrent_requests_each_get_their_own_answer(server: Any) -> None:
     sizes = [(40 + 9 * i, 30 + 7 * i) for i in range(8)]
-    jobs = [(MODEL_NAMES[i % 3], encode(Image.fromarray(photo(*size, seed=i)))) for i, size in enumerate(sizes)]
+    jobs = [(MODEL_NAMES[i % 3], encode(Image.fromarray(synthetic_photo(*size, seed=i)))) for i, size in enumerate(sizes)]
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda job: post(server, job[0], data=job[1]), jobs))
     assert [answered_image(answer).size for answer in answers] == sizes
