@@ -16,7 +16,6 @@ Gaussian noise of sigma 25, comparable with published Gaussian-denoising results
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -114,11 +113,3 @@ class ResidualStats:
     def std(self) -> float:
         """Standard deviation of the residual: sigma_eff."""
         return float(np.sqrt(max(self.total_sq / max(self.count, 1) - self.mean**2, 0.0)))
-
-
-def sigma_eff(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Effective noise level: the std of (noisy - clean) over all pixels of a set, 0-255 scale."""
-    stats = ResidualStats()
-    for clean, noisy in pairs:
-        stats.update(clean, noisy)
-    return stats.std

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.noise import NoiseConfig, NoiseParams, add_hybrid_noise, apply_noise, draw_params, sigma_eff
+from models.noise import NoiseConfig, NoiseParams, ResidualStats, add_hybrid_noise, apply_noise, draw_params
 
 GRAY = np.full((256, 256, 3), 128, dtype=np.uint8)
 
@@ -66,8 +66,11 @@ def test_same_seed_gives_the_same_noise() -> None:
 
 def test_sigma_eff_is_the_std_over_all_pixels_of_the_set() -> None:
     pairs = [add_hybrid_noise(GRAY, rng(s), NoiseConfig.gaussian(s * 10 + 5)) for s in range(3)]
-    expected = np.concatenate([(n.astype(float) - GRAY).ravel() for n, _ in pairs]).std()
-    assert sigma_eff((GRAY, n) for n, _ in pairs) == pytest.approx(expected, rel=1e-9)
+    residuals = np.concatenate([(n.astype(float) - GRAY).ravel() for n, _ in pairs])
+    stats = ResidualStats()
+    for noisy, _ in pairs:
+        stats.update(GRAY, noisy)
+    assert (stats.mean, stats.std) == (pytest.approx(residuals.mean(), abs=1e-9), pytest.approx(residuals.std(), rel=1e-9))
 
 
 def test_rejects_non_rgb_uint8() -> None:

@@ -21,15 +21,14 @@ from scripts.train import (
     train,
     training_runs,
 )
-
-from .test_prepare_dataset import write_images
+from tests.photos import synthetic_folder
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
-    write_images(root / "train", 4, seed=1, size=(96, 96))
-    write_images(root / "val", 2, seed=2, size=(96, 96))
+    synthetic_folder(root / "train", 4, (96, 96), seed=1)
+    synthetic_folder(root / "val", 2, (96, 96), seed=100)
     return root
 
 
