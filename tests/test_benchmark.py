@@ -9,21 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import MODELS, save_weights
+from models import MODELS
 from scripts import benchmark
 from scripts.benchmark import cpu_description, main, tile_flops
-from tests.networks import random_network
+from tests.networks import saved_random_networks
 from tests.photos import photo_folder
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Tiny random networks (not the identity, so the graphs' differences mean something), so the sections stay fast."""
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    for name in MODELS:
-        save_weights(name, random_network(name, width=8, depth=2), {"config": {"width": 8, "depth": 2}}, folder)
-    return folder
+    return saved_random_networks(tmp_path_factory.mktemp("weights"), width=8, depth=2)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from models import MODELS, save_weights
+from models import save_weights
 from models.degradations import degrade
 from scripts import baselines, evaluate
 from scripts.dataset import list_images, load_rgb
 from scripts.evaluate import denoise_image, main, served_network
-from tests.networks import random_network
+from tests.networks import random_network, saved_random_networks
 from tests.photos import synthetic_folder
 
 
@@ -25,11 +25,7 @@ def images(tmp_path_factory):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Tiny random networks (not the identity, so their scores are not the noisy input's) saved the way training saves them."""
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    for name in MODELS:
-        save_weights(name, random_network(name, width=8, depth=2), {"config": {"width": 8, "depth": 2}}, folder)
-    return folder
+    return saved_random_networks(tmp_path_factory.mktemp("weights"), width=8, depth=2)
 
 
 def run(images, weights, out, methods, settings=("hybrid",), limit=2) -> dict:
