@@ -14,7 +14,7 @@ import torch
 from .precision import PrecisionChoice, choose_precision
 from .settings import HandlerSettings
 
-EXAMPLE_SHAPE = (1, 3, 128, 128)
+EXAMPLE_SHAPE = (1, 3, HandlerSettings.tile, HandlerSettings.tile)  # one served tile
 GRAPH_FILES = {"fp32": "model.pt", "bf16": "model-bf16.pt"}
 # TorchScript's profiling executor optimises a graph after its first calls: make them before serving.
 WARM_UP_CALLS = 2

@@ -26,16 +26,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from models.graphs import GRAPH_FILES, trace_graphs
+from models.graphs import EXAMPLE_SHAPE, GRAPH_FILES, trace_graphs
 from models.registry import MODELS, WEIGHTS_DIR, load_pretrained, weight_paths
-from models.settings import BF16_TOLERANCE, SERVING_CONFIG
-from models.tiling import TileConfig
+from models.settings import BF16_TOLERANCE, SERVING_CONFIG, HandlerSettings
 
 from .paths import MODEL_STORE, REPO
 
 HANDLER = REPO / "handler.py"
 MODELS_PACKAGE = REPO / "models"
-CHECK_SHAPES = ((1, 3, 128, 128), (TileConfig.batch_size, 3, 128, 128))
+# One served tile and one full tile batch.
+CHECK_SHAPES = (EXAMPLE_SHAPE, (HandlerSettings.tile_batch, *EXAMPLE_SHAPE[1:]))
 TRACE_TOLERANCE = 1e-5
 ARCHIVE_VERSION = "1.0"
 
