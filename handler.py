@@ -112,8 +112,8 @@ class DenoiserHandler(BaseHandler):
         self.tiles = self.settings.tiles
         self.model, self.choice = serving_graph(graphs, self.settings, read_identity(model_dir), self.device)
         logger.info(
-            "denoiser %s on %s (%s) with %d threads serves %s, %s",
-            self.manifest["model"]["modelName"], self.device, cpu_name(), torch.get_num_threads(),
+            "denoiser %s (registered as %s) on %s (%s) with %d threads serves %s, %s",
+            self.manifest["model"]["modelName"], context.model_name, self.device, cpu_name(), torch.get_num_threads(),
             self.choice.describe(), self.settings,
         )
         self.initialized = True

@@ -5,7 +5,7 @@ caller's seeded ``numpy.random.Generator``. ``BlindNoiseConfig`` mixes them per 
 spirit of SCUNet's and BSRGAN's practical degradation pipelines: either the seed's hybrid
 model (``models.noise``) or one primary noise (white, gray or channel-correlated Gaussian;
 Poisson, per channel or on the luminance, down to low light; multiplicative speckle), with or
-without JPEG and salt-and-pepper, the steps in random order.
+without JPEG and salt-and-pepper (``models.noise_steps``), the steps in random order.
 
 ``PRESETS`` are the fixed evaluation settings: the hybrid model, white Gaussian noise at
 sigma 15 / 25 / 50, Poisson noise alone and speckle alone.
@@ -18,7 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .noise import NoiseConfig, add_hybrid_noise, jpeg_roundtrip
+from .noise import NoiseConfig, add_hybrid_noise
+from .noise_steps import check_rgb8, jpeg_roundtrip, salt_and_pepper, to_uint8
 
 Range = tuple[float, float]
 Step = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -31,17 +32,6 @@ class Degradation(Protocol):
     """Anything that turns a clean uint8 HxWx3 image into a noisy one with the caller's generator."""
 
     def __call__(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
-
-
-def check_rgb8(image: np.ndarray) -> None:
-    """Refuse anything but a uint8 HxWx3 image."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Quantise a [0, 1] float image to uint8 (clipping first)."""
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def gaussian_noise(x: np.ndarray, rng: np.random.Generator, sigma: float, mode: str = "color") -> np.ndarray:
@@ -78,16 +68,6 @@ def poisson_noise(x: np.ndarray, rng: np.random.Generator, peak: float, gray: bo
 def speckle_noise(x: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Multiplicative noise ``x * (1 + n)``, ``n ~ N(0, sigma**2)`` per pixel and channel (ultrasound, radar)."""
     return x * (1.0 + rng.normal(0.0, sigma, size=x.shape))
-
-
-def salt_and_pepper(x: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
-    """Set ``fraction`` of the pixels to black or white (half each), all channels of a pixel alike."""
-    x = np.clip(x, 0.0, 1.0)
-    hit = rng.random(x.shape[:2]) < fraction
-    salt = rng.random(x.shape[:2]) < 0.5
-    x[hit & salt] = 1.0
-    x[hit & ~salt] = 0.0
-    return x
 
 
 def jpeg(x: np.ndarray, quality: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from .choice_cache import cached_choice, machine_key
 from .precision import PrecisionChoice, choose_precision
 from .settings import CHOICE_MARGIN, HandlerSettings
 
-EXAMPLE_SHAPE = (1, 3, 128, 128)
+EXAMPLE_SHAPE = (1, 3, HandlerSettings.tile, HandlerSettings.tile)  # one served tile
 GRAPH_FILES = {"fp32": "model.pt", "bf16": "model-bf16.pt"}
 # Written into each archive beside the graphs: which weights they were traced from.
 IDENTITY_FILE = "graphs.json"

@@ -16,12 +16,11 @@ Gaussian noise of sigma 25, comparable with published Gaussian-denoising results
 """
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image
+
+from .noise_steps import check_rgb8, jpeg_roundtrip, salt_and_pepper, to_uint8
 
 Range = tuple[float, float]
 
@@ -68,20 +67,15 @@ def draw_params(rng: np.random.Generator, config: NoiseConfig = NoiseConfig()) -
 
 def apply_noise(clean: np.ndarray, params: NoiseParams, rng: np.random.Generator) -> np.ndarray:
     """Degrade a uint8 HxWx3 image with fixed parameters; returns uint8 HxWx3."""
-    if clean.dtype != np.uint8 or clean.ndim != 3 or clean.shape[2] != 3:
-        raise ValueError(f"expected a uint8 HxWx3 image, got {clean.dtype} {clean.shape}")
+    check_rgb8(clean)
     x = clean.astype(np.float64) / 255.0
     if params.poisson_a > 0:
         x = params.poisson_a * rng.poisson(x / params.poisson_a)
     if params.gaussian_sigma > 0:
         x = x + rng.normal(0.0, params.gaussian_sigma / 255.0, size=x.shape)
-    x = np.clip(x, 0.0, 1.0)
     if params.salt_pepper > 0:
-        hit = rng.random(x.shape[:2]) < params.salt_pepper
-        salt = rng.random(x.shape[:2]) < 0.5
-        x[hit & salt] = 1.0
-        x[hit & ~salt] = 0.0
-    noisy = np.round(x * 255.0).astype(np.uint8)
+        x = salt_and_pepper(x, rng, params.salt_pepper)
+    noisy = to_uint8(x)
     if params.jpeg_quality is not None:
         noisy = jpeg_roundtrip(noisy, params.jpeg_quality)
     return noisy
@@ -93,15 +87,6 @@ def add_hybrid_noise(
     """Draw parameters from ``config`` and degrade ``clean``; returns (noisy, parameters)."""
     params = draw_params(rng, config)
     return apply_noise(clean, params, rng), params
-
-
-def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """Encode a uint8 RGB image as JPEG at ``quality`` (4:2:0) and decode it again."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB"))
 
 
 class ResidualStats:
@@ -128,11 +113,3 @@ class ResidualStats:
     def std(self) -> float:
         """Standard deviation of the residual: sigma_eff."""
         return float(np.sqrt(max(self.total_sq / max(self.count, 1) - self.mean**2, 0.0)))
-
-
-def sigma_eff(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Effective noise level: the std of (noisy - clean) over all pixels of a set, 0-255 scale."""
-    stats = ResidualStats()
-    for clean, noisy in pairs:
-        stats.update(clean, noisy)
-    return stats.std

@@ -85,6 +85,8 @@ class HandlerSettings:
 # share 2 vCPUs, a batch of differently sized photographs cannot be stacked anyway, and the
 # handler already batches the tiles of one image. responseTimeout covers the largest accepted
 # image (max_pixels) on the slowest network; past it TorchServe would kill the worker.
+# config.properties repeats the workers and the timeout as TorchServe's fallbacks, and nginx waits
+# longer than the timeout: tests/test_shared_settings.py checks that they agree.
 SERVING_CONFIG: dict[str, Any] = {
     "minWorkers": 1,
     "maxWorkers": 1,

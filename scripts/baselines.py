@@ -19,11 +19,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio
 from tqdm import tqdm
 
-from models.degradations import PRESETS, degrade, to_uint8
+from models.degradations import PRESETS, degrade
+from models.noise_steps import to_uint8
 
+from .metrics import psnr
 from .paths import split_argument
 
 # Sigma factor per noise setting, chosen with ``--tune`` on 192x192 centre crops of four
@@ -120,10 +121,7 @@ def tune(
     jobs = [(n, f) for n in names for f in grid[n]]
     for name, factor in tqdm(jobs, desc="tuning", unit="setting"):
         run = BASELINES[name].run
-        values = [
-            peak_signal_noise_ratio(clean, run(noisy, oracle_sigma(clean, noisy), factor), data_range=255)
-            for clean, noisy in pairs
-        ]
+        values = [psnr(clean, run(noisy, oracle_sigma(clean, noisy), factor)) for clean, noisy in pairs]
         scores[name][factor] = float(np.mean(values))
     return scores
 

@@ -5,11 +5,12 @@
     python -m scripts.benchmark --section http --url http://127.0.0.1:8080   # a running server
     python -m scripts.benchmark --quick                           # tiny inputs (tests)
 
-Sections, all measured in one run on ``--threads`` intra-op threads (default 2, the Space's
-vCPUs), repetitions interleaved so background load hits every contender alike, medians:
+Sections, all measured in one run on ``--threads`` intra-op threads (default: the handler's,
+``models.settings.HandlerSettings``), repetitions interleaved so background load hits every
+contender alike, medians:
 
-- models: parameters, GFLOPs per 128x128 tile (``FlopCounterMode``; one multiply-add = 2
-  FLOPs) and tiles per second at batch 16;
+- models: parameters, GFLOPs per served tile (``FlopCounterMode``; one multiply-add = 2
+  FLOPs) and tiles per second at the served tile batch;
 - graphs: eager fp32, plainly traced fp32 (what was served before), the archive's frozen
   channels-last fp32 graph and its bf16 graph (``models.graphs``) on the same batch; speed-up
   = eager time / graph time, the bf16 graph's largest difference from eager, and the graph this
@@ -74,11 +75,11 @@ FFDNET_SIGMA = 25.0  # what FFDNet is told in the peers section; its time does n
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What the benchmark measures and how often."""
+    """What the benchmark measures and how often; threads, tile and batch default to the served ones."""
 
-    threads: int = 2
-    tile: int = TileConfig.tile
-    batch: int = TileConfig.batch_size
+    threads: int = HandlerSettings.threads
+    tile: int = HandlerSettings.tile
+    batch: int = HandlerSettings.tile_batch
     repeats: int = 7
     serving_megapixels: float = 1.0
     http_megapixels: tuple[float, ...] = (0.25, 1.0, 4.0)
@@ -132,12 +133,22 @@ def tile_flops(net: torch.nn.Module, tile: int) -> float:
     return float(counter.get_total_flops())
 
 
+def tile_batch(cfg: BenchConfig) -> torch.Tensor:
+    """A random batch of ``cfg.batch`` RGB tiles of ``cfg.tile`` pixels: what the network sections time."""
+    return torch.rand(cfg.batch, 3, cfg.tile, cfg.tile)
+
+
+def each_network(cfg: BenchConfig, section: str) -> Iterator[tuple[str, torch.nn.Module]]:
+    """(name, network) for each of ``cfg.models``, behind a progress bar named after ``section``."""
+    for name in tqdm(cfg.models, desc=section, unit="model"):
+        yield name, network(name, cfg.weights_dir)
+
+
 def bench_models(cfg: BenchConfig) -> list[dict]:
     """Parameters, GFLOPs per tile and tiles per second of each network."""
     rows = []
-    batch = torch.rand(cfg.batch, 3, cfg.tile, cfg.tile)
-    for name in tqdm(cfg.models, desc="models", unit="model"):
-        net = network(name, cfg.weights_dir)
+    batch = tile_batch(cfg)
+    for name, net in each_network(cfg, "models"):
         with torch.inference_mode():
             seconds = interleaved({"net": lambda: net(batch)}, cfg.repeats)["net"]
         rows.append({
@@ -152,9 +163,8 @@ def bench_models(cfg: BenchConfig) -> list[dict]:
 def bench_graphs(cfg: BenchConfig) -> list[dict]:
     """Eager versus each TorchScript graph on the same batch, interleaved."""
     rows = []
-    batch = torch.rand(cfg.batch, 3, cfg.tile, cfg.tile)
-    for name in tqdm(cfg.models, desc="graphs", unit="model"):
-        eager = network(name, cfg.weights_dir)
+    batch = tile_batch(cfg)
+    for name, eager in each_network(cfg, "graphs"):
         with torch.no_grad():
             traced = torch.jit.trace(eager, batch[:1], check_trace=False)
         nets = {"eager": eager, "traced": traced, **trace_graphs(eager)}
@@ -178,11 +188,10 @@ GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def bench_ceiling(cfg: BenchConfig) -> list[dict]:
     """Each served graph's GFLOP/s on a tile batch beside an n x n GEMM's at the same precision, interleaved."""
     rows = []
-    batch = torch.rand(cfg.batch, 3, cfg.tile, cfg.tile)
+    batch = tile_batch(cfg)
     n = cfg.gemm_size
     operands = {key: (torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)) for key, dtype in GEMM_DTYPES.items()}
-    for name in tqdm(cfg.models, desc="ceiling", unit="model"):
-        eager = network(name, cfg.weights_dir)
+    for name, eager in each_network(cfg, "ceiling"):
         flops = tile_flops(eager, cfg.tile) * cfg.batch
         graphs = trace_graphs(eager)
         calls = {f"graph_{key}": lambda g=graph: g(batch) for key, graph in graphs.items()}

@@ -1,19 +1,38 @@
 #!/usr/bin/env bash
-# Installs what serving and the offline tools need, once: a Java runtime for TorchServe's
-# frontend and nginx with its Lua module for the public front (Debian/Ubuntu's headless JRE,
-# nginx and libnginx-mod-http-lua packages through apt-get when one is missing) and the virtual environment .venv with
-# requirements.txt (torch CPU build, TorchServe, PyYAML...). scripts/server.py runs nginx with
-# its own configuration (nginx/nginx.conf.template), never the system's.
-# Idempotent: the venv is reinstalled only when requirements.txt changes.
-# Sourced by scripts/serve.sh and scripts/test.sh; PYTHON (default python3) makes the venv.
+# Installs what serving needs, once: a Java runtime for TorchServe's frontend and nginx for the
+# public front with its Lua module (Debian/Ubuntu's headless JRE, nginx and
+# libnginx-mod-http-lua packages through apt-get when one is missing) and the virtual environment .venv with requirements.txt (torch CPU build,
+# TorchServe, PyYAML...). With --dev it adds requirements-dev.txt (the offline tools and the
+# test tools). scripts/server.py runs nginx with its own configuration
+# (nginx/nginx.conf.template), never the system's.
+# Idempotent: each requirements file is installed again only when it (or what it includes)
+# changes, recorded in a stamp inside the venv.
+# Run by scripts/serve.sh and (with --dev) scripts/test.sh; PYTHON (default python3) makes the
+# venv, VENV (default .venv) says where.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
-STAMP="$VENV/.requirements.sha256"
+case "${1:-}" in
+    "") DEV=0 ;;
+    --dev) DEV=1 ;;
+    *) echo "usage: scripts/bootstrap.sh [--dev]" >&2; exit 2 ;;
+esac
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# install_once STAMP FILE [INCLUDED...]: pip install -r FILE unless STAMP holds the digest of
+# FILE and the files it includes.
+install_once() {
+    local stamp="$VENV/$1" file="$2" wanted
+    wanted="$(cat "${@:2}" | sha256sum | cut -d' ' -f1)"
+    if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
+        echo "Installing $(basename "$file") into $VENV..."
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$file"
+        echo "$wanted" > "$stamp"
+    fi
 }
 
 missing=()
@@ -32,10 +51,8 @@ if ((${#missing[@]})); then
     fi
 fi
 
-wanted="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "$wanted" ]]; then
-    echo "Installing the Python environment in $VENV (requirements.txt)..."
-    "${PYTHON:-python3}" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
-    echo "$wanted" > "$STAMP"
+[[ -x "$VENV/bin/python" ]] || "${PYTHON:-python3}" -m venv "$VENV"
+install_once .requirements.sha256 "$ROOT/requirements.txt"
+if ((DEV)); then
+    install_once .requirements-dev.sha256 "$ROOT/requirements-dev.txt" "$ROOT/requirements.txt"
 fi

@@ -25,18 +25,17 @@ from pathlib import Path
 
 import torch
 import yaml
-from tqdm import tqdm
 
-from models.graphs import GRAPH_FILES, trace_graphs, write_identity
+from models.graphs import EXAMPLE_SHAPE, GRAPH_FILES, trace_graphs, write_identity
 from models.registry import MODELS, WEIGHTS_DIR, graphs_id, load_pretrained, weight_paths
-from models.settings import BF16_TOLERANCE, SERVING_CONFIG
-from models.tiling import TileConfig
+from models.settings import BF16_TOLERANCE, SERVING_CONFIG, HandlerSettings
 
 from .paths import MODEL_STORE, REPO
 
 HANDLER = REPO / "handler.py"
 MODELS_PACKAGE = REPO / "models"
-CHECK_SHAPES = ((1, 3, 128, 128), (TileConfig.batch_size, 3, 128, 128))
+# One served tile and one full tile batch.
+CHECK_SHAPES = (EXAMPLE_SHAPE, (HandlerSettings.tile_batch, *EXAMPLE_SHAPE[1:]))
 TRACE_TOLERANCE = 1e-5
 ARCHIVE_VERSION = "1.0"
 
@@ -192,7 +191,7 @@ def build_store(
     force: bool = False,
 ) -> list[Path]:
     """Build every named model's archive into ``store`` (skipping up-to-date ones); returns their paths."""
-    return [build_archive(name, store, weights_dir, force) for name in tqdm(list(names), desc="archives", unit="model")]
+    return [build_archive(name, store, weights_dir, force) for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from skimage.metrics import peak_signal_noise_ratio
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR
@@ -21,6 +20,7 @@ from models.degradations import PRESETS, degrade
 
 from .dataset import list_images, load_rgb
 from .evaluate import DEFAULT_SEED, denoise_image, served_network
+from .metrics import psnr
 from .paths import IMAGES_DIR, split_argument
 
 OUT_FILE = IMAGES_DIR / "test-collage.png"
@@ -65,7 +65,7 @@ def collage_rows(
         target = clean[crop]
 
         def labelled(result: np.ndarray, title: str) -> Image.Image:
-            return panel(result[crop], f"{title} {peak_signal_noise_ratio(target, result[crop], data_range=255):.2f} dB")
+            return panel(result[crop], f"{title} {psnr(target, result[crop]):.2f} dB")
 
         row = [labelled(noisy, "Noisy")]
         row += [labelled(denoise_image(net, noisy), MODELS[name].title) for name, net in nets.items()]

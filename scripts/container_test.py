@@ -1,6 +1,7 @@
 """Build the project's Dockerfile with podman, run the image like a Space would and check it:
 the API test and the page through nginx on the one published port, every process (nginx,
-TorchServe's frontend and workers) as uid 1000, and every other port on loopback only.
+TorchServe's frontend and workers) as uid 1000, every other port on loopback only, and no
+development tool (``requirements-dev.txt``) among the installed packages.
 
 No Docker engine and no registry are needed: the base image is either pulled
 (``--base-image``, e.g. on CI) or made with ``debootstrap --variant=minbase bookworm``
@@ -33,6 +34,7 @@ from urllib.parse import urlparse
 
 from .front import DEFAULT_LISTEN, read_properties
 from .paths import CONFIG, REPO
+from .requirements import dev_only_names, normalized
 from .server import free_port
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-podman"
@@ -236,6 +238,12 @@ def listening_sockets(env: dict[str, str], container: str) -> dict[int, set[str]
     return sockets
 
 
+def installed_distributions(env: dict[str, str], container: str) -> set[str]:
+    """Normalised names of the distributions installed in the image's Python environment (``pip list``)."""
+    listed = podman(env, "exec", container, "python", "-m", "pip", "list", "--format=json", "--disable-pip-version-check").stdout
+    return {normalized(entry["name"]) for entry in json.loads(listed)}
+
+
 def container_ip(env: dict[str, str], container: str) -> str | None:
     """The container's address on podman's network, or None (e.g. rootless slirp4netns)."""
     out = podman(env, "inspect", "--format", "{{.NetworkSettings.IPAddress}}", container).stdout.strip()
@@ -278,8 +286,12 @@ def check_front(url: str) -> None:
 
 
 def check_container(env: dict[str, str], container: str, url: str, tag: str) -> None:
-    """Run api-test.py and the page check through nginx; check the health check, uid 1000, and that only nginx's port is public."""
+    """Run api-test.py and the page check through nginx; check the health check, uid 1000, that only nginx's port is
+    public and that no development tool (``requirements-dev.txt``) is installed."""
     subprocess.run([sys.executable, str(API_TEST), "--url", url], check=True, timeout=900, cwd=REPO)
+    installed = installed_distributions(env, container)
+    assert {"torch", "torchserve"} <= installed, f"pip list is missing the served packages: {sorted(installed)}"
+    assert not installed & dev_only_names(), f"development tools in the image: {sorted(installed & dev_only_names())}"
     check_front(url)
     health = podman(env, "healthcheck", "run", container, check=False)
     assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR, load_pretrained
@@ -43,6 +43,7 @@ from models.tiling import Network, TileConfig
 from . import ffdnet
 from .baselines import BASELINES, available, oracle_sigma
 from .dataset import list_images, load_rgb, pixel_hash
+from .metrics import psnr
 from .paths import RUNS_DIR, corpus_split, split_argument
 
 OUT_DIR = RUNS_DIR / "eval"
@@ -81,7 +82,7 @@ def denoise_image(net: Network, noisy: np.ndarray, tiles: TileConfig = HandlerSe
 def score(clean: np.ndarray, result: np.ndarray) -> dict[str, float]:
     """PSNR (dB) and SSIM of a uint8 result against the clean image (data range 255)."""
     return {
-        "psnr": float(peak_signal_noise_ratio(clean, result, data_range=255)),
+        "psnr": psnr(clean, result),
         "ssim": float(structural_similarity(clean, result, data_range=255, channel_axis=2)),
     }
 

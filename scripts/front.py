@@ -33,8 +33,8 @@ NGINX_SEARCH_PATH = os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/
 LISTEN_ENV = "DENOISER_LISTEN"
 DEFAULT_LISTEN = "0.0.0.0:8080"
 # Requests per client address on /predictions/: a sustained one every 3 seconds, and bursts of
-# up to 10 at once (a person trying the three models on a few photos). One 1-megapixel image
-# costs about 2 s of the Space's 2 vCPUs, so a single client cannot hold the whole server.
+# up to 10 at once (a person trying the three models on a few photos). A 1-megapixel image
+# takes most of a second of the Space's 2 vCPUs, so a single client cannot hold the whole server.
 RATE_PER_MINUTE = 20
 RATE_BURST = 10
 # Worker pools of every endpoint, by the pixels the front reads from the image's header

@@ -23,7 +23,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR
-from models.degradations import PRESETS, degrade, to_uint8
+from models.degradations import PRESETS, degrade
+from models.noise_steps import to_uint8
 from models.pipeline import denoise_bytes
 from models.settings import HandlerSettings
 from models.tiling import denoise_whole, edge_margin

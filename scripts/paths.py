@@ -47,7 +47,7 @@ def corpus_dir(candidates: Sequence[Path] | None = None) -> Path:
     raise CorpusMissing(
         f"no photo corpus (looked for train/ and val/ in {tried}). Rebuild it from its public sources with "
         "`python -m scripts.get_corpus` (into data/corpus), or use any folders of photographs, e.g. BSD500: "
-        "`--train-src DIR --val-src DIR` (prepare_dataset), `--images DIR` (evaluate, collage, baselines), "
+        "`--train-src DIR --val-src DIR` (train), `--images DIR` (evaluate, collage, baselines), "
         "`--image FILE` (benchmark)"
     )
 

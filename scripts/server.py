@@ -28,14 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
-
-import requests
+from typing import IO, Any
 
 from scripts.front import FrontSettings, effective_properties, front_settings, hidden_pool_suffixes, nginx_command, write_config
 from scripts.paths import CONFIG, MODEL_STORE
@@ -51,6 +51,25 @@ FRONT_TIMEOUT = 30.0
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 # What TorchServe (frontend and worker) logs when a worker dies and is started again.
 RESTART_MARKERS = ("Backend worker process died", "Worker disconnected", "Retry worker", "Auto recovery")
+# Loopback needs no proxy, whatever http_proxy says.
+LOOPBACK_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get(url: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``url`` directly (no proxy): (status, body), error statuses included; raises OSError when nothing answers."""
+    try:
+        with LOOPBACK_OPENER.open(url, timeout=timeout) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def get_json(url: str, timeout: float) -> Any:
+    """GET ``url`` and parse its JSON body; raises OSError unless it answers 200."""
+    status, body = get(url, timeout)
+    if status != 200:
+        raise OSError(f"{url} answered {status}: {body[:200]!r}")
+    return json.loads(body)
 
 
 @dataclass
@@ -67,9 +86,8 @@ class Server:
 
     def worker_pids(self, model: str) -> list[int]:
         """Process ids of the model's workers, from the management API."""
-        described = requests.get(f"{self.management_url}/models/{model}", timeout=10)
-        described.raise_for_status()
-        return [worker["pid"] for entry in described.json() for worker in entry.get("workers", [])]
+        described = get_json(f"{self.management_url}/models/{model}", timeout=10)
+        return [worker["pid"] for entry in described for worker in entry.get("workers", [])]
 
     def worker_log_tail(self, chars: int = 6000) -> str:
         """The end of the workers' log (model_log.log), where handler tracebacks land."""
@@ -174,10 +192,10 @@ def ready_models(management_url: str, names: list[str]) -> set[str]:
     ready = set()
     for name in names:
         try:
-            answer = requests.get(f"{management_url}/models/{name}", timeout=5)
-        except requests.ConnectionError:
+            status, body = get(f"{management_url}/models/{name}", timeout=5)
+        except OSError:
             return ready
-        if answer.ok and any(w.get("status") == "READY" for entry in answer.json() for w in entry.get("workers", [])):
+        if status == 200 and any(w.get("status") == "READY" for entry in json.loads(body) for w in entry.get("workers", [])):
             ready.add(name)
     return ready
 
@@ -208,9 +226,9 @@ def wait_until_serving(url: str, front: subprocess.Popen, log: Path | None = Non
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if requests.get(f"{url}/ping", timeout=5).status_code == 200:
+            if get(f"{url}/ping", timeout=5)[0] == 200:
                 return
-        except requests.ConnectionError:
+        except OSError:
             pass
         if front.poll() is not None or time.monotonic() > deadline:
             detail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""

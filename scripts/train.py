@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -51,6 +52,7 @@ from models.registry import read_weights
 from models.widening import widen_into
 
 from .dataset import DegradedCrops, fixed_pairs, refuse_shared_images, usable_images
+from .metrics import psnr
 from .paths import RUNS_DIR, corpus_split, split_argument
 
 NOISES: dict[str, Degradation] = {"blind": BlindNoiseConfig(), **PRESETS}
@@ -127,12 +129,6 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
 LOSSES = {"charbonnier": charbonnier, "l1": F.l1_loss}
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of [0, 1] tensors shaped BxCxHxW."""
-    mse = ((pred.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
-
-
 def pick_device(threads: int | None) -> torch.device:
     """CUDA when present, else the CPU with ``threads`` (default: all cores) intra-op threads."""
     if torch.cuda.is_available():
@@ -158,9 +154,9 @@ def validate(model: torch.nn.Module, pairs: tuple[torch.Tensor, torch.Tensor], l
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(noisy).float()
         losses.append(float(loss_fn(out, clean)) * len(noisy))
-        scores.append(psnr(out, clean))
+        scores += [psnr(c, o, data_range=1.0) for c, o in zip(clean.cpu().numpy(), out.clamp(0, 1).cpu().numpy())]
     model.train(was_training)
-    return sum(losses) / len(pairs[0]), float(torch.cat(scores).mean())
+    return sum(losses) / len(pairs[0]), float(np.mean(scores))
 
 
 def cosine_lr(base: float, progress: float, warmup: float = 0.02) -> float:

@@ -5,7 +5,7 @@ Integration tests share one server (three workers) started on free loopback port
 project's ``config.properties``; tests that need a server of their own (other settings, killed
 workers, restarts) start it from the same ``model_store``. The session may not read
 ``../shared`` (``tests/isolation.py``): what a test needs comes from the repository or from a
-package in ``requirements.txt``.
+package in ``requirements-dev.txt``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ from scripts.build_model_store import build_store
 from scripts.server import Server, running_server
 from tests import isolation
 
+# Fixtures that put a test in a tier (pyproject.toml's markers): whatever uses them, directly or
+# through another fixture, needs a running service or a browser.
+FIXTURE_TIERS = {"model_store": "server", "server": "server", "browser": "browser"}
+TIERS = ("server", "browser", "container", "slow")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--screenshots DIR``: where the page and browser tests save their screenshots."""
+    parser.addoption("--screenshots", type=Path, metavar="DIR",
+                     help="save the page and browser tests' screenshots into DIR (images refreshes the README's); "
+                          "default: a temporary folder")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse reads under ``../shared`` for the whole session, and keep precision decisions in a
@@ -36,6 +48,21 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the session's decision folder."""
     shutil.rmtree(os.environ.pop(CACHE_ENV, ""), ignore_errors=True)
+
+
+def item_tiers(item: pytest.Item) -> set[str]:
+    """The tiers of a collected test: from the fixtures it uses and the tier markers it carries."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    tiers = {tier for fixture, tier in FIXTURE_TIERS.items() if fixture in fixtures}
+    return tiers | {marker.name for marker in item.iter_markers() if marker.name in TIERS}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tiers; a test in none of them is ``unit``."""
+    for item in items:
+        tiers = item_tiers(item)
+        for tier in sorted(tiers) or ["unit"]:
+            item.add_marker(tier)
 
 
 def trained_weights_present() -> bool:
@@ -58,6 +85,17 @@ def server(model_store: Path) -> Iterator[Server]:
     """One TorchServe serving the three archives on free 127.0.0.1 ports, stopped after the session."""
     with running_server(model_store) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder for screenshots: ``--screenshots DIR`` (relative to where pytest was started), else a temporary one."""
+    chosen = request.config.getoption("screenshots")
+    if chosen is None:
+        return tmp_path_factory.mktemp("screenshots")
+    folder = request.config.invocation_params.dir / chosen
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 # Debian's chromium package; GitHub's Ubuntu runners have Google Chrome instead (Ubuntu ships Chromium as a snap).

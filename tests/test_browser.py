@@ -11,17 +11,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 from PIL import Image
 from playwright.sync_api import Browser
 
-from scripts.paths import IMAGES_DIR
 from scripts.server import Server, running_server
+from tests.photos import synthetic_photo
 
 PAGE = Path(__file__).parent / "frontend" / "index.html"
-SCREENSHOT = IMAGES_DIR / "frontend-test.png"
+SCREENSHOT = "frontend-test.png"  # the README's images/frontend-test.png, saved into the screenshot_dir
 INPUT_SIZE = (96, 64)  # width, height: not square, not a multiple of 16, small enough to be quick.
 MODEL = "model_unet"
 SCREENSHOT_VIEWPORT = {"width": 600, "height": 320}  # the page's content, without a wide empty margin
@@ -35,21 +34,12 @@ class Frontend:
     httpd: http.server.ThreadingHTTPServer
 
 
-def noisy_photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
-    """A smooth colour gradient with Gaussian noise: a small stand-in for a noisy photograph."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    clean = np.stack([x / width, y / height, 0.5 + 0.3 * np.sin(x / 9.0)], axis=-1) * 255
-    return Image.fromarray(np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the test page and a noisy PNG input."""
     root = tmp_path_factory.mktemp("frontend")
     shutil.copy(PAGE, root / "index.html")
-    noisy_photo(INPUT_SIZE).save(root / "input.png")
+    Image.fromarray(synthetic_photo(*INPUT_SIZE, grain=25)).save(root / "input.png")  # a small noisy photograph
     return root
 
 
@@ -90,7 +80,6 @@ def denoise_in_page(browser: Browser, frontend: Frontend, api: str, screenshot: 
         page.goto(f"{frontend.origin}/index.html")
         result = page.evaluate("([api, model]) => denoise(api, model, 'input.png')", [api, MODEL])
         if screenshot is not None:
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         return result
     finally:
@@ -107,10 +96,12 @@ def preflight(api: str, origin: str) -> requests.Response:
 
 
 @pytest.mark.timeout(600)
-def test_page_draws_the_denoised_png_at_the_input_size(browser: Browser, frontends: tuple[Frontend, Frontend], server: Server) -> None:
+def test_page_draws_the_denoised_png_at_the_input_size(
+    browser: Browser, frontends: tuple[Frontend, Frontend], server: Server, screenshot_dir: Path,
+) -> None:
     """Cross-origin POST of raw image bytes from the page; the PNG decodes in an <img> at the input's size."""
     allowed, _ = frontends
-    result = denoise_in_page(browser, allowed, server.inference_url, screenshot=SCREENSHOT)
+    result = denoise_in_page(browser, allowed, server.inference_url, screenshot=screenshot_dir / SCREENSHOT)
     assert result == {"ok": True, "status": 200, "type": "image/png", "width": INPUT_SIZE[0], "height": INPUT_SIZE[1]}
 
 

@@ -1,4 +1,5 @@
-"""Build the real Dockerfile with podman, run it like the Space does and check it (scripts/container_test.py)."""
+"""Build the real Dockerfile with podman, run it like the Space does and check it (scripts/container_test.py):
+it serves, is locked down and holds no development tool."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import pytest
 from scripts.container_test import ContainerTestConfig, run_container_test, unavailable_reason
 
 CONFIG = ContainerTestConfig()
+pytestmark = pytest.mark.container
 
 
 @pytest.mark.timeout(3600)

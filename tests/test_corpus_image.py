@@ -10,6 +10,7 @@ from PIL import Image
 
 from scripts.corpus_image import corpus_photo, decode_int_rows, decode_raw_bz2, fitted_size, save_png
 from scripts.dataset import load_rgb
+from tests.photos import synthetic_photo
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -26,11 +27,6 @@ def int_rows_pickle(rows: list[list[int]]) -> bytes:
     return bytes(out + b"e.")  # APPENDS, STOP
 
 
-def gradient(width: int, height: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], axis=-1).astype(np.uint8)
-
-
 @pytest.mark.parametrize("size, long_side, expected", [
     ((2126, 1463), 1024, (1024, 705)),   # visp-solvay-1927: 704.67 rounds up
     ((1306, 1530), 1024, (874, 1024)),   # portrait: the height is the long side
@@ -44,22 +40,22 @@ def test_fitted_size_follows_the_corpus_rule(size, long_side, expected) -> None:
 
 
 def test_a_large_photo_is_shrunk_with_lanczos_and_a_small_one_kept() -> None:
-    big = Image.fromarray(gradient(300, 200))
+    big = Image.fromarray(synthetic_photo(300, 200))
     made = corpus_photo(encoded(big), 150)
     assert made.mode == "RGB" and made.size == (150, 100)
     assert np.array_equal(np.asarray(made), np.asarray(big.resize((150, 100), Image.Resampling.LANCZOS)))
-    assert np.array_equal(np.asarray(corpus_photo(encoded(big), 300)), gradient(300, 200))
+    assert np.array_equal(np.asarray(corpus_photo(encoded(big), 300)), synthetic_photo(300, 200))
 
 
 def test_grey_is_copied_into_three_channels() -> None:
-    grey = Image.fromarray(gradient(40, 30)[..., 0])
+    grey = Image.fromarray(synthetic_photo(40, 30)[..., 0])
     pixels = np.asarray(corpus_photo(encoded(grey), 1024))
     assert pixels.shape == (30, 40, 3)
     assert np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])
 
 
 def test_the_exif_orientation_is_applied() -> None:
-    image = Image.fromarray(gradient(40, 20))
+    image = Image.fromarray(synthetic_photo(40, 20))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     made = corpus_photo(encoded(image, "JPEG", exif=exif.tobytes(), quality=95), 1024)
@@ -67,7 +63,7 @@ def test_the_exif_orientation_is_applied() -> None:
 
 
 def test_raw_bz2_pixels_are_reshaped() -> None:
-    pixels = gradient(8, 6)
+    pixels = synthetic_photo(8, 6)
     made = corpus_photo(bz2.compress(pixels.tobytes()), 1024, "raw-bz2", [6, 8, 3])
     assert np.array_equal(np.asarray(made), pixels)
     with pytest.raises(ValueError, match="shape"):
@@ -94,6 +90,6 @@ def test_values_outside_a_byte_are_refused() -> None:
 
 def test_save_png_is_lossless_and_leaves_no_partial_file(tmp_path) -> None:
     target = tmp_path / "train" / "photo.png"
-    save_png(Image.fromarray(gradient(50, 30)), target)
-    assert np.array_equal(load_rgb(target), gradient(50, 30))
+    save_png(Image.fromarray(synthetic_photo(50, 30)), target)
+    assert np.array_equal(load_rgb(target), synthetic_photo(50, 30))
     assert [p.name for p in target.parent.iterdir()] == ["photo.png"]

@@ -10,7 +10,6 @@ from models.degradations import (
     gaussian_noise,
     jpeg,
     poisson_noise,
-    salt_and_pepper,
     speckle_noise,
 )
 from models.noise import NoiseConfig, add_hybrid_noise
@@ -67,13 +66,6 @@ def test_speckle_is_multiplicative() -> None:
         clean = np.full((256, 256, 3), level)
         residual = speckle_noise(clean, rng(), 0.2) - clean
         assert residual.std() == pytest.approx(0.2 * level, rel=0.03)
-
-
-def test_salt_and_pepper_hits_the_fraction_with_black_and_white() -> None:
-    noisy = salt_and_pepper(FLAT.copy(), rng(), 0.02)
-    hit = (noisy != 0.5).any(axis=2)
-    assert hit.mean() == pytest.approx(0.02, abs=0.003)
-    assert set(np.unique(noisy[hit])) <= {0.0, 1.0}
 
 
 def test_jpeg_changes_a_textured_image_more_at_low_quality() -> None:

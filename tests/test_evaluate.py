@@ -6,35 +6,26 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from models import MODELS, build_model, save_weights
+from models import save_weights
 from models.degradations import degrade
 from scripts import baselines, evaluate, ffdnet
+from scripts.dataset import list_images, load_rgb
 from scripts.evaluate import denoise_image, main, served_network
-from tests.networks import random_network
+from tests.networks import random_network, saved_random_networks
+from tests.photos import synthetic_folder
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """Three small smooth photographs-to-be in a folder."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(5)
-    y, x = np.mgrid[0:40, 0:56] / 56
-    for i in range(3):
-        base = np.stack([x, y, x * y], axis=2) * rng.uniform(100, 200, 3) + rng.uniform(0, 40, 3)
-        Image.fromarray(base.astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
+    """Three small synthetic photographs in a folder."""
+    return synthetic_folder(tmp_path_factory.mktemp("images"), 3, (56, 40), seed=5)
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """Tiny untrained networks saved the way training saves them."""
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    for name in MODELS:
-        save_weights(name, build_model(name, width=8, depth=2), {"config": {"width": 8, "depth": 2}}, folder)
-    return folder
+    """Tiny random networks (not the identity, so their scores are not the noisy input's) saved the way training saves them."""
+    return saved_random_networks(tmp_path_factory.mktemp("weights"), width=8, depth=2)
 
 
 def run(images, weights, out, methods, settings=("hybrid",), limit=2) -> dict:
@@ -73,6 +64,14 @@ def test_tables_json_and_resume_from_cache(images, weights, tmp_path, monkeypatc
         assert list(rows) == methods
         assert rows["nlm"]["psnr"] > rows["noisy"]["psnr"]
         assert 0 < rows["model_unet"]["ssim"] <= 1
+        assert rows["model_unet"]["psnr"] != rows["noisy"]["psnr"]
+    # A network's row is the mean score of what its served graph makes of each degraded image.
+    net, _ = served_network("model_unet", weights, "fp32")
+    cleans = [load_rgb(path) for path in list_images(images)[:2]]
+    expected = [evaluate.score(clean, denoise_image(net, degrade(clean, "gaussian25", index, evaluate.DEFAULT_SEED)))
+                for index, clean in enumerate(cleans)]
+    for metric in ("psnr", "ssim"):
+        assert written["settings"]["gaussian25"]["methods"]["model_unet"][metric] == pytest.approx(np.mean([e[metric] for e in expected]))
     assert 10 < written["settings"]["gaussian25"]["sigma_eff"] < 27
     table = (tmp_path / "results.md").read_text()
     assert "| U-Net |" in table and "gaussian25 (sigma_eff" in table
@@ -88,7 +87,7 @@ def test_tables_json_and_resume_from_cache(images, weights, tmp_path, monkeypatc
 
 def test_new_weights_invalidate_only_that_model(images, weights, tmp_path, monkeypatch) -> None:
     run(images, weights, tmp_path, ["noisy", "model_unet", "model_runet"], limit=1)
-    save_weights("model_runet", build_model("model_runet", width=8, depth=2), {"config": {"width": 8, "depth": 2}},
+    save_weights("model_runet", random_network("model_runet", width=8, depth=2), {"config": {"width": 8, "depth": 2}},
                  weights)
     recomputed = []
     original = evaluate.score

@@ -23,6 +23,7 @@ from scripts.dataset import pixel_hash
 from scripts.get_corpus import MANIFEST, build, check, load_manifest, main
 from scripts.paths import INCOMPLETE_MARKER, CorpusMissing, corpus_dir
 from tests.fake_packages import build_eet, build_rcc, make_deb, make_wheel
+from tests.photos import synthetic_photo
 
 
 def png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -31,25 +32,18 @@ def png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def picture(width: int, height: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    smooth = np.stack([x * 255 / width, y * 255 / height, (x + y) % 200], axis=-1)
-    return np.clip(smooth + rng.normal(0, 10, smooth.shape), 0, 255).astype(np.uint8)
-
-
 # name -> (split, source, path, member, decode, shape, long_side, original bytes)
 ORIGINALS = {
-    "big.png": ("train", "fake-photos", "fake_photos/data/big.png", None, "image", None, 150, png(picture(300, 200, 0))),
-    "grey.png": ("train", "fake-photos", "fake_photos/data/grey.png", None, "image", None, 1024, png(picture(60, 40, 1)[..., 0])),
+    "big.png": ("train", "fake-photos", "fake_photos/data/big.png", None, "image", None, 150, png(synthetic_photo(300, 200, 0))),
+    "grey.png": ("train", "fake-photos", "fake_photos/data/grey.png", None, "image", None, 1024, png(synthetic_photo(60, 40, 1)[..., 0])),
     "pig.png": ("train", "fake-photos", "fake_photos/bundle.rcc", "act/resource/pig.webp", "image", None, 48,
-                png(picture(64, 48, 2), "WEBP")),
+                png(synthetic_photo(64, 48, 2), "WEBP")),
     "face.png": ("val", "fake-photos", "fake_photos/data/face.dat", None, "raw-bz2", [30, 40, 3], 1024,
-                 bz2.compress(picture(40, 30, 3).tobytes())),
+                 bz2.compress(synthetic_photo(40, 30, 3).tobytes())),
     "aqua.png": ("val", "fake-backgrounds", "usr/share/backgrounds/Aqua.jpg", None, "image", None, 200,
-                 png(picture(400, 250, 4), "JPEG")),
+                 png(synthetic_photo(400, 250, 4), "JPEG")),
     "peaks.png": ("train", "fake-themes", "usr/share/themes/Peaks.edj", "edje/images/0", "image", None, 64,
-                  png(picture(128, 72, 5), "JPEG")),
+                  png(synthetic_photo(128, 72, 5), "JPEG")),
 }
 SOURCES = {"fake-photos": {"kind": "wheel", "version": "1.2.0"}, "fake-backgrounds": {"kind": "deb", "version": "4:1.0-1"},
            "fake-themes": {"kind": "deb", "version": "3.0-1", "suite": "trixie"}}
@@ -133,7 +127,7 @@ def test_only_a_wrong_or_missing_photo_is_made_again(recipe, tmp_path) -> None:
     manifest, cache = recipe
     entries, out = load_manifest(manifest), tmp_path / "corpus"
     build(out, entries, SourceCache(cache))
-    Image.fromarray(picture(150, 100, 9)).save(out / "train" / "big.png")
+    Image.fromarray(synthetic_photo(150, 100, 9)).save(out / "train" / "big.png")
     (out / "val" / "aqua.png").unlink()
     counting = CountingCache(cache)
     assert build(out, entries, counting) == (len(entries) - 2, [])
@@ -175,8 +169,8 @@ def test_check_reports_missing_changed_and_unlisted_files(recipe, tmp_path, caps
     assert "6 pixel-identical to the manifest" in capsys.readouterr().out
     assert main(["--manifest", str(manifest), "--out", str(out), "--check"]) == 0
     (out / "train" / "grey.png").unlink()
-    Image.fromarray(picture(151, 100, 5)).save(out / "train" / "big.png")
-    Image.fromarray(picture(10, 10, 6)).save(out / "val" / "mine.png")
+    Image.fromarray(synthetic_photo(151, 100, 5)).save(out / "train" / "big.png")
+    Image.fromarray(synthetic_photo(10, 10, 6)).save(out / "val" / "mine.png")
     capsys.readouterr()
     assert main(["--manifest", str(manifest), "--check", str(out)]) == 1
     printed = capsys.readouterr().out

@@ -10,13 +10,13 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
@@ -29,6 +29,7 @@ from models.imaging import MAX_PIXELS, decode_image
 from models.pipeline import denoise_bytes
 from models.settings import HIDDEN_POOL_NICE_ENV, PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
 from models.tiling import TileConfig, count_tiles
+from scripts.build_model_store import model_config_yaml
 from tests.networks import random_network
 
 YAML_CONFIG = {"handler": {"threads": 1, "tile": 32, "overlap": 8, "tile_batch": 4, "max_pixels": 5000}}
@@ -153,9 +154,12 @@ def test_unknown_or_invalid_settings_are_refused() -> None:
         HandlerSettings.from_section({"tile": 32, "overlap": 16}, environ={})
 
 
-def test_the_archive_config_is_the_settings_defaults() -> None:
-    assert SERVING_CONFIG["handler"] == asdict(HandlerSettings())
-    assert HandlerSettings.from_section(SERVING_CONFIG["handler"], environ={}) == HandlerSettings()
+def test_the_archive_config_reads_back_as_the_settings_defaults(monkeypatch, tmp_path: Path) -> None:
+    """model-config.yaml as the archive holds it, read the way a worker reads it, gives the defaults."""
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    packed = yaml.safe_load(model_config_yaml())
+    assert HandlerSettings.from_context(make_context(tmp_path, packed)) == HandlerSettings()
 
 
 def test_forced_fp32_serves_the_fp32_graph(served, monkeypatch) -> None:

@@ -3,8 +3,8 @@ TorchServe and the handler), as clients send them.
 
 Each case gets a correct PNG or a 4xx with a JSON message (413 for oversized bodies and
 images), never a 5xx or a reset connection: wrong or missing content types, a body over the
-limit (with a length, or chunked), a client that sends slowly. Afterwards the server is healthy
-and no worker was restarted.
+limit (with a length, or chunked), a client that sends slowly. After each request the server is
+healthy, its workers are the ones it had before, and no restart was logged in between.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import io
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -32,11 +33,21 @@ MODEL_NAMES = sorted(MODELS)
 SLOW_CHUNK_BYTES, SLOW_PAUSE_S = 512, 0.25
 
 
-@pytest.fixture(scope="module")
-def before(server: Any) -> dict[str, Any]:
-    """Worker PIDs and log sizes before the first hostile request."""
+def worker_pids(server: Any) -> dict[str, set[int]]:
+    """Every model's worker process ids."""
+    return {model: set(server.worker_pids(model)) for model in MODEL_NAMES}
+
+
+@contextmanager
+def unharmed(server: Any) -> Iterator[None]:
+    """The block leaves the server healthy, with the same workers and no worker death or restart in its logs."""
     assert requests.get(f"{server.inference_url}/ping", timeout=30).status_code == 200
-    return {"pids": {m: set(server.worker_pids(m)) for m in MODEL_NAMES}, "log": server.log_sizes()}
+    pids, log = worker_pids(server), server.log_sizes()
+    yield
+    ping = requests.get(f"{server.inference_url}/ping", timeout=30)
+    assert ping.status_code == 200 and ping.json().get("status") == "Healthy"
+    assert worker_pids(server) == pids
+    assert server.restarts_since(log) == []
 
 
 def check_error(response: requests.Response) -> None:
@@ -47,9 +58,10 @@ def check_error(response: requests.Response) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_hostile_request(server: Any, before: dict[str, Any], case: HostileCase) -> None:
+def test_hostile_request(server: Any, case: HostileCase) -> None:
     url = case.url(server.inference_url, MODEL_NAMES[CASES.index(case) % len(MODEL_NAMES)])
-    response = requests.request(case.method, url, timeout=300, **case.request_kwargs())
+    with unharmed(server):
+        response = requests.request(case.method, url, timeout=300, **case.request_kwargs())
     assert response.status_code < 500, f"{case.name}: {response.status_code} {response.text[:300]}"
     if case.expect == OK:
         assert response.status_code == 200, f"{case.name}: {response.status_code} {response.text[:300]}"
@@ -71,28 +83,24 @@ def chunks(body: bytes, size: int, pause_s: float = 0.0) -> Iterator[bytes]:
         yield body[start:start + size]
 
 
-def test_chunked_body_over_the_limit_gets_a_json_413(server: Any, before: dict[str, Any]) -> None:
+def test_chunked_body_over_the_limit_gets_a_json_413(server: Any) -> None:
     """Without a Content-Length the limit is found while streaming: still a 413 the client reads."""
     body = random.Random(4).randbytes(MAX_REQUEST_SIZE + 2**20)
-    response = requests.post(f"{server.inference_url}/predictions/{MODEL_NAMES[0]}", data=chunks(body, 2**20), timeout=300)
+    with unharmed(server):
+        response = requests.post(f"{server.inference_url}/predictions/{MODEL_NAMES[0]}", data=chunks(body, 2**20), timeout=300)
     assert response.status_code == 413
     check_error(response)
 
 
-def test_a_slow_client_gets_its_png(server: Any, before: dict[str, Any]) -> None:
+def test_a_slow_client_gets_its_png(server: Any) -> None:
     """An upload trickling in over several seconds is streamed through and denoised."""
     png = encode(noise_image(40, 32), "PNG")
     started = time.monotonic()
-    response = requests.post(f"{server.inference_url}/predictions/{MODEL_NAMES[1]}",
-                             data=chunks(png, SLOW_CHUNK_BYTES, SLOW_PAUSE_S), timeout=300)
+    with unharmed(server):
+        response = requests.post(f"{server.inference_url}/predictions/{MODEL_NAMES[1]}",
+                                 data=chunks(png, SLOW_CHUNK_BYTES, SLOW_PAUSE_S), timeout=300)
     assert time.monotonic() - started >= SLOW_PAUSE_S * (len(png) // SLOW_CHUNK_BYTES)
     assert response.status_code == 200, response.text[:300]
     with Image.open(io.BytesIO(response.content)) as image:
         assert image.size == (40, 32)
 
-
-def test_server_is_healthy_and_no_worker_restarted(server: Any, before: dict[str, Any]) -> None:
-    ping = requests.get(f"{server.inference_url}/ping", timeout=30)
-    assert ping.status_code == 200 and ping.json().get("status") == "Healthy"
-    assert {m: set(server.worker_pids(m)) for m in MODEL_NAMES} == before["pids"]
-    assert server.restarts_since(before["log"]) == []

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from scripts.paths import REPO
+from scripts.paths import CORPUS_CANDIDATES, REPO
 from tests import isolation
 from tests.isolation import OutsideRepository, under
 
@@ -25,8 +25,10 @@ def shared(tmp_path, monkeypatch):
     return folder
 
 
-def test_the_guarded_folder_is_the_shared_folder_beside_the_repository() -> None:
-    assert isolation.SHARED == REPO.parent / "shared"
+def test_the_guard_covers_every_corpus_outside_the_repository_and_not_the_repository() -> None:
+    outside = [candidate for candidate in CORPUS_CANDIDATES if not candidate.is_relative_to(REPO)]
+    assert outside and all(under(candidate / "val" / "photo.png", isolation.SHARED) for candidate in outside)
+    assert not under(REPO / "tests", isolation.SHARED)
 
 
 @pytest.mark.parametrize("read", [

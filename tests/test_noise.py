@@ -1,10 +1,12 @@
 """The hybrid noise model: each component's statistics, determinism and sigma_eff."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from models.noise import NoiseConfig, NoiseParams, add_hybrid_noise, apply_noise, draw_params, sigma_eff
+from models.noise import NoiseConfig, NoiseParams, ResidualStats, add_hybrid_noise, apply_noise, draw_params
 
 GRAY = np.full((256, 256, 3), 128, dtype=np.uint8)
 
@@ -48,12 +50,12 @@ def test_jpeg_is_applied() -> None:
     assert np.array_equal(apply_noise(clean, NoiseParams(0.0, 0.0, 0.0, None), rng()), clean)
 
 
-def test_parameters_are_drawn_within_the_default_ranges() -> None:
-    generator = rng(3)
-    for _ in range(200):
-        p = draw_params(generator)
-        assert 0 <= p.poisson_a <= 0.05 and 0 <= p.gaussian_sigma <= 30
-        assert 0.001 <= p.salt_pepper <= 0.005 and 70 <= p.jpeg_quality <= 95
+def test_a_one_value_range_fixes_its_parameter_and_the_quality_range_includes_both_ends() -> None:
+    config = NoiseConfig(poisson_a=(0.01, 0.01), gaussian_sigma=(7.0, 7.0), salt_pepper=(0.002, 0.002), jpeg_quality=(80, 81))
+    draws = [draw_params(rng(seed), config) for seed in range(40)]
+    assert {(p.poisson_a, p.gaussian_sigma, p.salt_pepper) for p in draws} == {(0.01, 7.0, 0.002)}
+    assert {p.jpeg_quality for p in draws} == {80, 81}
+    assert draw_params(rng(), replace(config, jpeg_quality=None)).jpeg_quality is None
 
 
 def test_same_seed_gives_the_same_noise() -> None:
@@ -64,8 +66,11 @@ def test_same_seed_gives_the_same_noise() -> None:
 
 def test_sigma_eff_is_the_std_over_all_pixels_of_the_set() -> None:
     pairs = [add_hybrid_noise(GRAY, rng(s), NoiseConfig.gaussian(s * 10 + 5)) for s in range(3)]
-    expected = np.concatenate([(n.astype(float) - GRAY).ravel() for n, _ in pairs]).std()
-    assert sigma_eff((GRAY, n) for n, _ in pairs) == pytest.approx(expected, rel=1e-9)
+    residuals = np.concatenate([(n.astype(float) - GRAY).ravel() for n, _ in pairs])
+    stats = ResidualStats()
+    for noisy, _ in pairs:
+        stats.update(GRAY, noisy)
+    assert (stats.mean, stats.std) == (pytest.approx(residuals.mean(), abs=1e-9), pytest.approx(residuals.std(), rel=1e-9))
 
 
 def test_rejects_non_rgb_uint8() -> None:

@@ -3,19 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from models import MODELS, save_weights
 from scripts.overlap import main
-from tests.networks import random_network
+from tests.networks import saved_random_networks
 from tests.photos import photo_folder
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    tiny = {"width": 4, "depth": 2}
-    for name in MODELS:
-        save_weights(name, random_network(name, **tiny), {"config": tiny}, folder)
-    return folder
+    return saved_random_networks(tmp_path_factory.mktemp("weights"), width=4, depth=2)
 
 
 def test_one_row_per_overlap_and_one_for_the_whole_image(weights, tmp_path, capsys) -> None:

@@ -1,6 +1,7 @@
 """The page at / (``web/``) in headless Chromium, served by the real front of the session ``server``:
 pick or drop an image, choose a model, compare input and result with the slider, download the PNG,
-and read the server's message when a file is refused. The first test saves ``images/page.png``.
+and read the server's message when a file is refused. The first test saves ``page.png`` (the README's
+``images/page.png``) into the ``screenshot_dir`` (``--screenshots``, docs/testing.md).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from scripts.front import WEB_ROOT
 from scripts.paths import IMAGES_DIR
 from scripts.server import Server
 
-SCREENSHOT = IMAGES_DIR / "page.png"
+SCREENSHOT = "page.png"
 VIEWPORT = {"width": 760, "height": 640}
 CROP = (60, 40, 540, 360)  # a 480x320 piece of images/clean.png: small enough to denoise in about a second
 PAGE_BYTES_LIMIT = 16_000  # index.html, app.js and style.css together
@@ -53,7 +54,7 @@ def wait_for_result(page: Any) -> None:
     page.wait_for_selector("#download:not([hidden]), #error:not([hidden])", timeout=300_000)
 
 
-def test_page_denoises_a_picked_photo_and_offers_the_png(page: Any, server: Server, noisy_photo: Path) -> None:
+def test_page_denoises_a_picked_photo_and_offers_the_png(page: Any, server: Server, noisy_photo: Path, screenshot_dir: Path) -> None:
     page.select_option("#model", "model_unet")
     page.set_input_files("#file", str(noisy_photo))
     wait_for_result(page)
@@ -74,8 +75,10 @@ def test_page_denoises_a_picked_photo_and_offers_the_png(page: Any, server: Serv
     assert page.evaluate("getComputedStyle(document.getElementById('result')).clipPath") == "inset(0px 0px 0px 20%)"
     page.fill("#slider", "50")
     page.evaluate("document.activeElement.blur()")
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    Image.open(SCREENSHOT).convert("RGB").quantize(SCREENSHOT_COLOURS).save(SCREENSHOT, optimize=True)
+    screenshot = screenshot_dir / SCREENSHOT
+    page.screenshot(path=str(screenshot), full_page=True)
+    Image.open(screenshot).convert("RGB").quantize(SCREENSHOT_COLOURS).save(screenshot, optimize=True)
+    assert Image.open(screenshot).width == VIEWPORT["width"]
 
     with page.expect_download() as download:
         page.click("#download")

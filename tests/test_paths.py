@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from scripts import baselines, benchmark, collage, evaluate, paths, prepare_dataset
+from scripts import baselines, benchmark, collage, evaluate, paths, train
 from scripts.paths import CorpusMissing, corpus_dir, corpus_split, split_argument
 
 
@@ -19,8 +19,8 @@ def test_locations_are_inside_the_repository_except_the_shared_corpus() -> None:
     for location in (paths.DATA_DIR, paths.CACHE_DIR, paths.RUNS_DIR, paths.IMAGES_DIR, paths.MODEL_STORE, paths.LOCAL_CORPUS):
         assert location.is_relative_to(paths.REPO)
     assert (paths.REPO / "scripts" / "paths.py").exists()
-    assert paths.SHARED_CORPUS == paths.REPO.parent / "shared" / "corpus"
-    assert paths.CORPUS_CANDIDATES == (paths.SHARED_CORPUS, paths.LOCAL_CORPUS)
+    # The folder beside the repository is tried first, the repository's own last.
+    assert [candidate.is_relative_to(paths.REPO) for candidate in paths.CORPUS_CANDIDATES] == [False, True]
 
 
 def test_the_first_complete_candidate_wins(tmp_path) -> None:
@@ -63,12 +63,12 @@ def test_split_argument_prefers_the_given_folder(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("tool, argv", [
-    (prepare_dataset.main, ["--out", "OUT"]),
+    (train.main, ["--model", "model_unet", "--run-dir", "OUT"]),
     (evaluate.main, ["--methods", "noisy", "--out", "OUT"]),
     (collage.main, ["--out", "OUT/collage.png"]),
     (baselines.main, ["--tune"]),
     (benchmark.main, ["--quick", "--section", "serving"]),
-], ids=["prepare_dataset", "evaluate", "collage", "baselines", "benchmark"])
+], ids=["train", "evaluate", "collage", "baselines", "benchmark"])
 def test_every_data_tool_stops_with_the_message_without_a_corpus(tool, argv, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(paths, "CORPUS_CANDIDATES", (tmp_path / "shared", tmp_path / "data"))
     with pytest.raises(SystemExit) as stop:

@@ -33,18 +33,10 @@ from scripts.evaluate import denoise_image, score, served_network
 from scripts.front import hidden_pool_suffixes
 from scripts.paths import REPO
 from scripts.server import free_port, models_value, registrations, running_server
-from tests.photos import TRAIN_PHOTOS, photo_folder
+from tests.photos import TRAIN_PHOTOS, photo_folder, synthetic_photo
 
 MODEL_NAMES = sorted(MODELS)
 TIMEOUT = 600
-
-
-def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A smooth colour picture with grain: uint8 HxWx3."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x / max(width, 1), y / max(height, 1), 0.5 + 0.4 * np.sin((x + y) / 7.0)], axis=-1) * 220
-    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -102,13 +94,13 @@ def test_every_model_is_served_healthy(server: Any, model_store: Path) -> None:
 @pytest.mark.parametrize("model", MODEL_NAMES)
 @pytest.mark.parametrize("size", [(1, 1), (17, 9), (129, 130), (300, 201)])
 def test_any_size_comes_back_at_its_size(server: Any, model: str, size: tuple[int, int]) -> None:
-    result = answered_image(post(server, model, data=encode(Image.fromarray(photo(*size)))))
+    result = answered_image(post(server, model, data=encode(Image.fromarray(synthetic_photo(*size)))))
     assert (result.size, result.mode) == (size, "RGB")
 
 
 def test_a_four_megapixel_photo(server: Any) -> None:
     size = (2304, 1728)
-    result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(photo(*size)), "JPEG")))
+    result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(synthetic_photo(*size)), "JPEG")))
     assert (result.size, result.mode) == (size, "RGB")
 
 
@@ -126,12 +118,12 @@ def test_a_four_megapixel_photo(server: Any) -> None:
     ids=["jpeg", "webp", "bmp", "tiff", "gray", "palette", "cmyk"],
 )
 def test_input_kinds(server: Any, make, fmt: str, mode: str) -> None:
-    result = answered_image(post(server, "model_runet", data=encode(make(photo(70, 50)), fmt)))
+    result = answered_image(post(server, "model_runet", data=encode(make(synthetic_photo(70, 50)), fmt)))
     assert (result.size, result.mode) == ((70, 50), mode)
 
 
 def test_alpha_passes_through_untouched(server: Any) -> None:
-    rgb = photo(64, 40)
+    rgb = synthetic_photo(64, 40)
     alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (40, 1))
     rgba = Image.fromarray(np.dstack([rgb, alpha]))
     result = answered_image(post(server, "model_arunet", data=encode(rgba)))
@@ -140,7 +132,7 @@ def test_alpha_passes_through_untouched(server: Any) -> None:
 
 
 def test_sixteen_bit_gray_comes_back_sixteen_bit(server: Any) -> None:
-    values = (photo(48, 32)[..., 0].astype(np.uint16) * 257)
+    values = (synthetic_photo(48, 32)[..., 0].astype(np.uint16) * 257)
     result = answered_image(post(server, "model_unet", data=encode(Image.fromarray(values))))
     assert result.mode.startswith("I")
     assert result.size == (48, 32)
@@ -148,7 +140,7 @@ def test_sixteen_bit_gray_comes_back_sixteen_bit(server: Any) -> None:
 
 
 def test_multipart_upload(server: Any) -> None:
-    body = encode(Image.fromarray(photo(40, 30)))
+    body = encode(Image.fromarray(synthetic_photo(40, 30)))
     result = answered_image(post(server, "model_unet", files={"file": ("photo.png", body, "image/png")}))
     assert result.size == (40, 30)
 
@@ -169,7 +161,7 @@ def test_client_mistakes_get_json_4xx(server: Any, body: bytes, status: int, wor
 
 def test_eight_concurrent_requests_each_get_their_own_answer(server: Any) -> None:
     sizes = [(40 + 9 * i, 30 + 7 * i) for i in range(8)]
-    jobs = [(MODEL_NAMES[i % 3], encode(Image.fromarray(photo(*size, seed=i)))) for i, size in enumerate(sizes)]
+    jobs = [(MODEL_NAMES[i % 3], encode(Image.fromarray(synthetic_photo(*size, seed=i)))) for i, size in enumerate(sizes)]
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda job: post(server, job[0], data=job[1]), jobs))
     assert [answered_image(answer).size for answer in answers] == sizes
@@ -227,31 +219,35 @@ def test_each_forced_precision_serves_what_the_evaluation_scores(
             assert np.array_equal(result, denoise_image(net, noisy))
 
 
-def decision_lines(server: Any) -> dict[str, str]:
-    """Each model's logged precision decision ("<precision>: <reason>; median per batch: ..."), by model name."""
-    lines = {}
+def decisions(server: Any) -> dict[str, list[str]]:
+    """Each model's logged precision decisions, one per worker of its pools ("<precision>: <reason>; ...")."""
+    found: dict[str, list[str]] = {model: [] for model in MODEL_NAMES}
     for line in server.log_text().splitlines():
-        for model in MODEL_NAMES:
-            if f"denoiser {model} on " in line and " serves " in line:
-                lines[model] = line.split(" serves ", 1)[1]
-    return lines
+        if "denoiser " in line and " serves " in line:
+            model = line.split("denoiser ", 1)[1].split(" ", 1)[0]
+            found[model].append(line.split(" serves ", 1)[1])
+    return found
 
 
 def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(model_store: Path, tmp_path: Path) -> None:
-    """Three workers starting together store one decision each; a restart reads them back without timing."""
+    """The workers of every pool start together: each model's graphs are timed by one of them, the
+    others take its stored decision, and a restart reads them all back without timing."""
     env = {"DENOISER_CACHE_DIR": str(tmp_path)}
     with running_server(model_store, env=env) as first:
-        decided = decision_lines(first)
+        decided = decisions(first)
+        workers = len(registrations(model_store, "all")) // len(MODEL_NAMES)
     entries = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("precision-*.json"))]
     with running_server(model_store, env=env) as second:
-        reread = decision_lines(second)
-    assert sorted(decided) == sorted(reread) == MODEL_NAMES
+        reread = decisions(second)
     assert sorted(entry["key"]["graphs"].split(":")[0] for entry in entries) == MODEL_NAMES
     stored = {entry["key"]["graphs"].split(":")[0]: entry["choice"]["precision"] for entry in entries}
     for model in MODEL_NAMES:
-        assert decided[model].startswith(f"{stored[model]}: ") and not decided[model].split(": ")[1].startswith("cached")
-        assert reread[model].startswith(f"{stored[model]}: cached: "), reread[model]
-        assert "median per batch" in decided[model] or "only native candidate" in decided[model]
+        assert len(decided[model]) == len(reread[model]) == workers, (decided[model], reread[model])
+        assert all(line.startswith(f"{stored[model]}: ") for line in decided[model] + reread[model])
+        timed = [line for line in decided[model] if not line.split(": ", 1)[1].startswith("cached: ")]
+        assert len(timed) == 1, decided[model]
+        assert "median per batch" in timed[0] or "only native candidate" in timed[0]
+        assert all(line.split(": ", 1)[1].startswith("cached: ") for line in reread[model]), reread[model]
 
 
 @contextmanager

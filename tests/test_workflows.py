@@ -76,11 +76,8 @@ def test_sync_pushes_to_the_space_without_echoing_the_token() -> None:
 
     tests/test_sync.py runs this step against a repository enforcing Hugging Face's rule."""
     sync = yaml.safe_load((REPO / ".github/workflows/sync_to_hf.yml").read_text())
-    triggers = sync[True]
-    assert "workflow_dispatch" in triggers
-    assert triggers["push"]["branches"] == ["main"] and "Dockerfile" in triggers["push"]["paths"]
     steps = sync["jobs"]["sync"]["steps"]
-    assert steps[0]["with"] == {"lfs": True}
+    assert steps[0]["with"]["lfs"] is True
     push = steps[-1]
     assert push["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
     assert push["env"]["HF_SPACE_OWNER"] == "${{ vars.HF_SPACE_OWNER }}"
@@ -88,3 +85,25 @@ def test_sync_pushes_to_the_space_without_echoing_the_token() -> None:
     expanding = [line.strip() for line in push["run"].splitlines() if "$HF_TOKEN" in line or "${HF_TOKEN}" in line]
     assert all(line.startswith(("python3 scripts/sync_space.py ", "if [ -z")) for line in expanding), expanding
     assert "set -x" not in push["run"]
+
+
+def test_sync_runs_only_after_ci_passed_on_that_commit() -> None:
+    """The sync follows a successful CI run of a push to main in this repository and checks out that
+    run's commit; a manual run first asks GitHub whether CI passed on its commit."""
+    ci = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())
+    sync = yaml.safe_load((REPO / ".github/workflows/sync_to_hf.yml").read_text())
+    triggers = sync[True]
+    assert set(triggers) == {"workflow_run", "workflow_dispatch"}  # no push trigger of its own
+    assert triggers["workflow_run"] == {"workflows": [ci["name"]], "types": ["completed"], "branches": ["main"]}
+    job = sync["jobs"]["sync"]
+    condition = " ".join(job["if"].split())
+    for clause in ("github.event.workflow_run.conclusion == 'success'", "github.event.workflow_run.event == 'push'",
+                   "github.event.workflow_run.head_repository.full_name == github.repository"):
+        assert clause in condition
+    assert condition.startswith("github.event_name == 'workflow_dispatch' || (") and condition.endswith(")")
+    checkout = job["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["ref"] == "${{ github.event.workflow_run.head_sha || github.sha }}"
+    manual = next(step for step in job["steps"] if step.get("if") == "github.event_name == 'workflow_dispatch'")
+    assert "--workflow ci.yml" in manual["run"] and '--commit "$GITHUB_SHA"' in manual["run"] and "--status success" in manual["run"]
+    assert job["steps"].index(manual) < len(job["steps"]) - 1  # before the push
+    assert sync["permissions"] == {"contents": "read", "actions": "read"}
