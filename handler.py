@@ -74,23 +74,6 @@ def part_content_types(context: Any, idx: int, request: dict[str, Any]) -> dict[
     return types
 
 
-def json_body(request: dict[str, Any], content_types: dict[str, str]) -> Any:
-    """The request's JSON body (TorchServe decodes an ``application/json`` body), or None for an upload.
-
-    A body labelled JSON that TorchServe could not decode but that starts like JSON is a 400; one
-    that does not (an image file sent with the wrong label) is left to the upload path.
-    """
-    if "body" not in request:
-        return None
-    body = request["body"]
-    if isinstance(body, (dict, list)):
-        return body
-    labelled_json = content_types.get("body", "").startswith("application/json")
-    if labelled_json and isinstance(body, (bytes, bytearray)) and protocols.looks_like_json(bytes(body)):
-        raise ImageError(400, "the request body is labelled application/json but is not valid JSON")
-    return None
-
-
 def is_request_row(context: Any, idx: int, row: Any) -> bool:
     """Whether ``row`` is request ``idx`` as TorchServe passes it (its keys are that request's parameters).
 
@@ -156,7 +139,7 @@ class DenoiserHandler(BaseHandler):
     def answer(self, idx: int, request: dict[str, Any], context: Any) -> bytes:
         """The PNG for request ``idx`` of the batch (or, for a v1/v2 JSON body, its JSON answer), recording its metrics."""
         content_types = part_content_types(context, idx, request)
-        body = json_body(request, content_types)
+        body = protocols.json_body(request, content_types)
         if body is not None:
             parsed = protocols.parse_body(body)
             results = self.denoise_request(parsed)

@@ -76,6 +76,23 @@ def looks_like_json(data: bytes) -> bool:
     return bool(JSON_START.match(data[:64]))
 
 
+def json_body(request: dict[str, Any], content_types: dict[str, str]) -> Any:
+    """A TorchServe request's JSON body (TorchServe decodes an ``application/json`` raw body), or None for an upload.
+
+    ``request`` maps TorchServe's parameter names to values (the raw body is ``body``) and
+    ``content_types`` each to its content type. A body labelled JSON that TorchServe could not
+    decode but that starts like JSON is a 400; one that does not (an image file sent with the
+    wrong label) is left to the upload path.
+    """
+    body = request.get("body")
+    if isinstance(body, (dict, list)):
+        return body
+    labelled_json = content_types.get("body", "").startswith("application/json")
+    if labelled_json and isinstance(body, (bytes, bytearray)) and looks_like_json(bytes(body)):
+        raise ImageError(400, "the request body is labelled application/json but is not valid JSON")
+    return None
+
+
 def protocol_of(body: Any) -> str | None:
     """``"v1"`` or ``"v2"`` for a JSON body in either shape, else None."""
     if isinstance(body, dict):
