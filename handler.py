@@ -4,7 +4,11 @@ The only serving-specific file: the request pipeline is ``models.pipeline.denois
 This file reads the settings, loads the archive's fp32 and bf16 TorchScript graphs once per
 worker, serves the one this machine's decision picks (``models.graphs.serving_graph``), and maps
 each request (raw body or multipart form) to a PNG or to a JSON error with its own HTTP
-status, so one bad upload never fails the rest of its batch.
+status, so one bad upload never fails the rest of its batch. A JSON body in KServe's v1 or v2
+shape (``models.protocols``) gets base64 PNGs in the matching JSON answer, on any of
+TorchServe's inference paths; under TorchServe's ``kserve``/``kservev2`` envelope the rows are
+that request's instances or inputs, and a refusal is TorchServe's error with the same status
+and message.
 """
 from __future__ import annotations
 
@@ -16,10 +20,12 @@ from typing import Any
 import torch
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
+from ts.utils.util import PredictionException
 
+from models import protocols
 from models.graphs import GRAPH_FILES, read_identity, serving_graph
 from models.imaging import ImageError
-from models.pipeline import denoise_bytes
+from models.pipeline import Denoised, denoise_bytes
 from models.precision import cpu_name
 from models.settings import HandlerSettings
 
@@ -83,6 +89,17 @@ def lower_priority_if_hidden(context: Any, nice: int) -> bool:
     return True
 
 
+def is_request_row(context: Any, idx: int, row: Any) -> bool:
+    """Whether ``row`` is request ``idx`` as TorchServe passes it (its keys are that request's parameters).
+
+    Under a service envelope the rows are what the envelope unwrapped from one request instead:
+    v1 instances or v2 input tensors, whose keys are no parameters of the request.
+    """
+    if not isinstance(row, dict) or idx >= len(context.request_processor or []):
+        return False
+    return all(isinstance(context.get_request_header(idx, key), dict) for key in row)
+
+
 def error_body(status: int, message: str) -> bytes:
     """The JSON body answered for a failed request, shaped like TorchServe's own errors."""
     return json.dumps({"code": status, "type": REASONS.get(status, "Error"), "message": message}).encode("utf-8")
@@ -118,17 +135,62 @@ class DenoiserHandler(BaseHandler):
         )
         self.initialized = True
 
-    def answer(self, idx: int, request: dict[str, Any], context: Any) -> bytes:
-        """The PNG for request ``idx`` of the batch, recording its metrics and content type."""
-        data = upload_bytes(request, part_content_types(context, idx, request))
-        result = denoise_bytes(self.model, data, self.tiles, self.settings.max_pixels, self.device)
+    def denoise(self, data: bytes, max_pixels: int) -> Denoised:
+        """One image through the pipeline with this worker's graph, tiling and device."""
+        return denoise_bytes(self.model, data, self.tiles, max_pixels, self.device)
+
+    def denoise_request(self, request: protocols.ProtocolRequest) -> list[Denoised]:
+        """Every image of a v1/v2 request, within the request's shared pixel limit."""
+        return protocols.denoise_all(request.uploads, self.denoise, lambda done: done.decoded.width * done.decoded.height,
+                                     self.settings.max_pixels)
+
+    def record(self, idx: int, context: Any, results: list[Denoised]) -> None:
+        """Request ``idx``'s custom metrics, summed over its images."""
         metrics = context.metrics
-        metrics.add_metric("InputMegapixels", round(result.decoded.megapixels, 3), "MP", idx=idx,
+        metrics.add_metric("InputMegapixels", round(sum(done.decoded.megapixels for done in results), 3), "MP", idx=idx,
                            metric_type=MetricTypes.GAUGE)
-        metrics.add_counter("TilesProcessed", result.tiles, idx=idx)
-        metrics.add_time("DenoiseTime", round(result.seconds["total"] * 1000, 2), idx=idx)
+        metrics.add_counter("TilesProcessed", sum(done.tiles for done in results), idx=idx)
+        metrics.add_time("DenoiseTime", round(sum(done.seconds["total"] for done in results) * 1000, 2), idx=idx)
+
+    def answer(self, idx: int, request: dict[str, Any], context: Any) -> bytes:
+        """The PNG for request ``idx`` of the batch (or, for a v1/v2 JSON body, its JSON answer), recording its metrics."""
+        content_types = part_content_types(context, idx, request)
+        body = protocols.json_body(request, content_types)
+        if body is not None:
+            parsed = protocols.parse_body(body)
+            results = self.denoise_request(parsed)
+            self.record(idx, context, results)
+            model = self.manifest["model"]
+            answer = protocols.response(parsed, [done.png for done in results], model["modelName"],
+                                        model.get("modelVersion"), context.get_request_id(idx))
+            context.set_response_content_type(idx, JSON)
+            return json.dumps(answer).encode("utf-8")
+        result = self.denoise(upload_bytes(request, content_types), self.settings.max_pixels)
+        self.record(idx, context, [result])
         context.set_response_content_type(idx, PNG)
         return result.png
+
+    def answer_enveloped(self, rows: list[Any] | None, context: Any) -> list[Any]:
+        """The items a ``kserve``/``kservev2`` envelope wraps into the answer to its one request.
+
+        A refusal raises TorchServe's ``PredictionException``, which answers with the status and
+        message (the envelope would wrap any item returned into a success-shaped body).
+        """
+        try:
+            parsed = protocols.parse_enveloped(rows)
+            results = self.denoise_request(parsed)
+        except ImageError as error:
+            logger.info("request refused (%d): %s", error.status, error.message)
+            raise PredictionException(error.message, error.status) from None
+        except MemoryError:
+            logger.exception("request ran out of memory")
+            raise PredictionException("not enough memory for these images: send smaller ones", 507) from None
+        except Exception:  # noqa: BLE001 - answered as the handler's 500, not TorchServe's 503
+            logger.exception("request failed")
+            raise PredictionException("the denoiser failed on this image", 500) from None
+        self.record(0, context, results)
+        context.set_response_content_type(0, JSON)
+        return protocols.enveloped_outputs(parsed, [done.png for done in results])
 
     def failure(self, idx: int, context: Any, status: int, message: str) -> bytes:
         """Give request ``idx`` its own HTTP status and a JSON error body."""
@@ -139,6 +201,8 @@ class DenoiserHandler(BaseHandler):
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         """Answer every request of the batch independently: a PNG, or a JSON error with its own status."""
         self.context = context
+        if not data or not all(is_request_row(context, idx, row) for idx, row in enumerate(data)):
+            return self.answer_enveloped(data, context)
         responses = []
         for idx, request in enumerate(data):
             try:

@@ -1,7 +1,9 @@
--- The front's gate for POST /predictions/<model> (nginx access phase, lua-nginx-module).
+-- The front's gate for POST /predictions/<model> and KServe's /v1/models/<model>:predict and
+-- /v2/models/<model>/infer (nginx access phase, lua-nginx-module).
 --
 -- Reads the body, takes the image's width and height from its header (PNG, JPEG, GIF, BMP,
--- WebP, TIFF; any other body counts as raw 8-bit RGB, a pixel per 3 bytes), then
+-- WebP, TIFF; for the JSON protocols, the header of the first base64 image in the body; any
+-- other body counts as raw 8-bit RGB, a pixel per 3 bytes), then
 --   1. charges the client's pixel budget, a token bucket per client key kept in the shared
 --      dictionary "budget": a request that does not fit is answered 429 here, with the seconds
 --      until it would fit in $front_budget_wait (the error page's Retry-After), and never
@@ -130,12 +132,25 @@ local function image_size(read, size)
     return nil
 end
 
+--- The first base64 image of a KServe v1 ("b64"/"data": "...") or v2 ("data": ["..."]) body, decoded as far as the body's head holds it.
+local function first_json_image(read)
+    local head = read(0, HEADER_BYTES)
+    local encoded = head:match('"b64"%s*:%s*"([%w+/]+)') or head:match('"data"%s*:%s*%[?%s*"([%w+/]+)')
+    if not encoded then return nil end
+    return ngx.decode_base64(encoded:sub(1, #encoded - #encoded % 4))
+end
+
 --- The pixels a body is charged and routed by: the header's count, else a pixel per 3 bytes.
-local function body_pixels()
+local function body_pixels(json)
     local read, size, file = body_reader()
+    local image_read, image_bytes = read, size
+    if json then
+        local image = first_json_image(read) or ""
+        image_read, image_bytes = function(offset, length) return image:sub(offset + 1, offset + length) end, #image
+    end
     local width, height = image_size(function(offset, length)
-        return read(offset, math.min(length, HEADER_BYTES))
-    end, size)
+        return image_read(offset, math.min(length, HEADER_BYTES))
+    end, image_bytes)
     if file then file:close() end
     if width and height then return width * height, true end
     return math.ceil(size / 3), false
@@ -178,14 +193,28 @@ local function hidden(name)
     return false
 end
 
---- Access-phase handler of /predictions/: refuse hidden names, charge the budget, pick the pool.
+-- The gated paths: (prefix, model name, rest) captures, and whether the body is a JSON protocol's.
+local ROUTES = {
+    { pattern = "^(/predictions/)([^/]+)(.*)$", json = false },
+    { pattern = "^(/v1/models/)([^/:]+)(:predict)$", json = true },
+    { pattern = "^(/v2/models/)([^/]+)(/infer)$", json = true },
+}
+
+--- Access-phase handler of the inference paths: refuse hidden names, charge the budget, pick the pool.
 function M.admit()
-    local name, rest = ngx.var.uri:match("^/predictions/([^/]+)(.*)$")
+    local prefix, name, rest, json
+    for _, route in ipairs(ROUTES) do
+        prefix, name, rest = ngx.var.uri:match(route.pattern)
+        if prefix then
+            json = route.json
+            break
+        end
+    end
     if not name then return end
     if hidden(name) then return ngx.exit(ngx.HTTP_NOT_FOUND) end
     if ngx.req.get_method() ~= "POST" then return end
     ngx.req.read_body()
-    local pixels, known = body_pixels()
+    local pixels, known = body_pixels(json)
     local key = ngx.var.front_rate_key
     if key ~= "" then
         local wait = charge(key, pixels)
@@ -197,7 +226,7 @@ function M.admit()
     local suffix = pool_suffix(pixels, known)
     if suffix ~= "" and name:match("^[%w_.-]+$") then
         local args = ngx.var.args
-        ngx.var.front_upstream_uri = "/predictions/" .. name .. suffix .. rest .. (args and ("?" .. args) or "")
+        ngx.var.front_upstream_uri = prefix .. name .. suffix .. rest .. (args and ("?" .. args) or "")
     end
 end
 

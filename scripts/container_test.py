@@ -1,7 +1,10 @@
 """Build the project's Dockerfile with podman, run the image like a Space would and check it:
 the API test and the page through nginx on the one published port, every process (nginx,
 TorchServe's frontend and workers) as uid 1000, every other port on loopback only, and no
-development tool (``requirements-dev.txt``) among the installed packages.
+development tool (``requirements-dev.txt``) among the installed packages. Then
+the same image runs as the pod of the rendered Kubernetes Deployment (``podman kube play`` of
+``deploy/kubernetes/base``'s Deployment: its uid, read-only root filesystem, emptyDirs, port
+and resources), the API test passes against it, and it is torn down.
 
 No Docker engine and no registry are needed: the base image is either pulled
 (``--base-image``, e.g. on CI) or made with ``debootstrap --variant=minbase bookworm``
@@ -10,7 +13,7 @@ how it is made. Podman's configuration and storage live in that cache folder too
 does the Dockerfile's ``runtime`` stage (Java and the requirements), tagged so that only
 the project's own layers are rebuilt while requirements.txt stays the same.
 
-Usage: python -m scripts.container_test [--base-image IMAGE] [--keep]
+Usage: python -m scripts.container_test [--base-image IMAGE] [--keep] [--no-kube-play]
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import yaml
+
+from . import kube
 from .front import DEFAULT_LISTEN, read_properties
 from .paths import CONFIG, REPO
 from .requirements import dev_only_names, normalized
@@ -90,6 +96,7 @@ class ContainerTestConfig:
     extra_index_url: str = os.environ.get("PIP_EXTRA_INDEX_URL", "https://pypi.org/simple").split()[0]
     ready_timeout_s: float = 600.0
     keep: bool = False
+    kube_play: bool = True
 
 
 @dataclass
@@ -130,6 +137,8 @@ def unavailable_reason(config: ContainerTestConfig) -> str | None:
     """Why podman cannot run containers here, or None when it can."""
     if shutil.which("podman") is None:
         return "podman is not installed (scripts/install_test_tools.sh installs it on Debian/Ubuntu)"
+    if config.kube_play and kube.kubectl_binary() is None:
+        return "kubectl is not installed, for rendering the Deployment (scripts/install_test_tools.sh unpacks one)"
     if config.base_image is None and (shutil.which("debootstrap") is None or os.geteuid() != 0):
         return "no base image: set DENOISER_CONTAINER_BASE to a pullable image, or run as root with debootstrap"
     try:
@@ -314,6 +323,42 @@ def check_container(env: dict[str, str], container: str, url: str, tag: str) -> 
             assert not port_open(ip, port), f"TorchServe reachable from outside at {ip}:{port}"
 
 
+def kube_play_manifest(tag: str, host_port: int) -> str:
+    """The rendered Deployment as ``podman kube play`` runs it here: the test image, and nginx's port
+    published on 127.0.0.1:``host_port`` (a cluster reaches it through the Service instead)."""
+    deployment = kube.find(kube.render("base"), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container["image"] = tag
+    (http,) = (port for port in container["ports"] if port["name"] == "http")
+    http.update({"hostPort": host_port, "hostIP": "127.0.0.1"})
+    return yaml.safe_dump(deployment, sort_keys=False)
+
+
+def check_kube_play(env: dict[str, str], config: ContainerTestConfig, work: Path) -> None:
+    """``podman kube play`` the Deployment with the built image, run api-test.py against it, tear it down."""
+    port = free_port()
+    manifest = work / "deployment.yaml"
+    manifest.write_text(kube_play_manifest(config.tag, port))
+    try:
+        podman(env, "kube", "play", str(manifest), timeout=600)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_front(url, config.ready_timeout_s)
+        subprocess.run([sys.executable, str(API_TEST), "--url", url], check=True, timeout=900, cwd=REPO)
+        check_front(url)
+        (name,) = podman(env, "ps", "--filter", "label=app.kubernetes.io/name=denoiser-server", "--format", "{{.Names}}").stdout.split()
+        assert {uid for _, uid in process_uids(env, name)} == {CONTAINER_UID}, "every process of the pod must run as uid 1000"
+        read_only = podman(env, "exec", name, "touch", "/home/user/app/written", check=False)
+        assert read_only.returncode != 0 and "Read-only file system" in read_only.stderr, "the root filesystem must be read-only"
+        writable = podman(env, "exec", name, "touch", "/home/user/app/logs/written", check=False)
+        assert writable.returncode == 0, f"the logs emptyDir must be writable: {writable.stderr}"
+    except Exception:
+        logs = podman(env, "pod", "logs", "--tail", "80", "denoiser-pod-0", check=False)
+        print(logs.stdout[-6000:], logs.stderr[-6000:], file=sys.stderr)
+        raise
+    finally:
+        podman(env, "kube", "play", "--down", str(manifest), check=False, timeout=300)
+
+
 def run_container_test(config: ContainerTestConfig) -> dict[str, float]:
     """Build, run and check the image; always remove container and image unless keep. Returns step timings."""
     env = podman_env(config.cache_dir)
@@ -331,6 +376,11 @@ def run_container_test(config: ContainerTestConfig) -> dict[str, float]:
             wait_for_front(f"http://127.0.0.1:{port}", config.ready_timeout_s)
         with timer.step("checks"):
             check_container(env, container, f"http://127.0.0.1:{port}", config.tag)
+        if config.kube_play:
+            if not config.keep:  # one replica at a time on this machine's two cores
+                podman(env, "rm", "-f", "-t", "5", container, check=False)
+            with timer.step("kube_play"), tempfile.TemporaryDirectory() as work:
+                check_kube_play(env, config, Path(work))
     except Exception:
         logs = podman(env, "logs", "--tail", "80", container, check=False)
         print(logs.stdout[-6000:], logs.stderr[-6000:], file=sys.stderr)
@@ -350,8 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-image", help="pullable base image instead of the debootstrapped one")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--keep", action="store_true", help="keep the container and image for inspection")
+    parser.add_argument("--no-kube-play", action="store_true", help="skip running the Kubernetes Deployment with podman kube play")
     args = parser.parse_args(argv)
-    config = ContainerTestConfig(cache_dir=args.cache_dir, base_image=args.base_image or ContainerTestConfig.base_image, keep=args.keep)
+    config = ContainerTestConfig(cache_dir=args.cache_dir, base_image=args.base_image or ContainerTestConfig.base_image, keep=args.keep,
+                                 kube_play=not args.no_kube_play)
     reason = unavailable_reason(config)
     if reason:
         print(f"container test cannot run: {reason}", file=sys.stderr)

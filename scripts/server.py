@@ -12,9 +12,10 @@ process groups when done. Clients use ``Server.inference_url``, the front;
 ``python -m scripts.server`` (what ``scripts/serve.sh`` and the image run) does the same in the
 foreground with the addresses of ``config.properties`` (or ``TS_*`` overrides) and the public
 address of ``DENOISER_LISTEN`` (default 0.0.0.0:8080): TorchServe first, nginx once every model
-is READY. SIGTERM or Ctrl-C stops both cleanly (the ``torchserve`` launcher alone would exit on
-SIGTERM and leave the Java frontend and its workers running); if either dies, the other is
-stopped and the command exits non-zero, so a container restarts.
+is READY. SIGTERM or Ctrl-C stops both cleanly, nginx first and gracefully, so the requests in
+flight are answered (the ``torchserve`` launcher alone would exit on SIGTERM and leave the Java
+frontend and its workers running); if either dies, the other is stopped and the command exits
+non-zero, so a container restarts.
 """
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ from scripts.front import FrontSettings, effective_properties, front_settings, h
 from scripts.paths import CONFIG, MODEL_STORE
 
 STOP_TIMEOUT = 60.0
+# On SIGTERM nginx quits gracefully first (SIGQUIT: it closes its port and finishes the requests in
+# flight), for at most this long, and only then is TorchServe stopped: a pod that Kubernetes
+# stops answers what it accepted (deploy/kubernetes/base/deployment.yaml's grace period covers
+# the preStop pause plus this; docs/scaling.md, "Stopping a replica").
+DRAIN_TIMEOUT = 90.0
 POLL_INTERVAL = 0.5
 STARTUP_TIMEOUT = 600.0
 FRONT_TIMEOUT = 30.0
@@ -173,12 +179,12 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
-    """SIGTERM the launcher's whole process group (launcher, Java frontend, workers), wait until
-    every member has exited, SIGKILL what is left after ``timeout``; returns the launcher's status."""
+def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT, signum: int = signal.SIGTERM) -> int:
+    """Signal the launcher's whole process group (launcher, Java frontend, workers) with ``signum``, wait
+    until every member has exited, SIGKILL what is left after ``timeout``; returns the launcher's status."""
     deadline = time.monotonic() + timeout
     if group_alive(process.pid):
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signum)
     while group_alive(process.pid) and time.monotonic() < deadline:
         process.poll()
         time.sleep(POLL_INTERVAL)
@@ -354,6 +360,8 @@ def serve_foreground(config: Path, model_store: Path, models: str, listen: str |
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if "nginx" in processes:
+                stop(processes["nginx"], DRAIN_TIMEOUT, signal.SIGQUIT)
             for process in reversed(processes.values()):
                 stop(process)
 

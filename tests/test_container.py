@@ -1,5 +1,6 @@
-"""Build the real Dockerfile with podman, run it like the Space does and check it (scripts/container_test.py):
-it serves, is locked down and holds no development tool."""
+"""Build the real Dockerfile with podman, run it like the Space does and check it (it serves, is locked down and
+holds no development tool), then run the same image as the pod of the rendered Kubernetes Deployment with
+``podman kube play`` (scripts/container_test.py)."""
 from __future__ import annotations
 
 import os
@@ -12,9 +13,10 @@ CONFIG = ContainerTestConfig()
 pytestmark = pytest.mark.container
 
 
+@pytest.mark.container
 @pytest.mark.timeout(3600)
 def test_image_builds_serves_and_is_locked_down() -> None:
-    """The image builds, serves the API test as uid 1000, and keeps management unreachable."""
+    """The image builds, serves the API test as uid 1000, keeps management unreachable, and runs as the Deployment's pod."""
     reason = unavailable_reason(CONFIG)
     if reason:
         # CI installs podman (scripts/install_test_tools.sh): there a missing tool is a failure.

@@ -19,6 +19,7 @@ from PIL import Image
 
 from scripts.front import PIXEL_BURST, PIXELS_PER_MINUTE, POOLS
 from tests.hostile_inputs import encode, noise_image, png_header_only
+from tests.test_scaling import v1_body, v2_body
 
 pytestmark = pytest.mark.server
 
@@ -26,14 +27,15 @@ MODEL = "model_unet"
 FIRST_BOUND = POOLS[0][1]
 PUBLIC, MEDIUM = f"{MODEL}{POOLS[0][0]}", f"{MODEL}{POOLS[1][0]}"
 LAST = f"{MODEL}{POOLS[-1][0]}"
-ACCESS = re.compile(r'"POST /predictions/([^/ ]+)[^"]*" (\d+)')
+ACCESS = re.compile(r'"POST /(?:predictions/([^/ ]+)|v1/models/([^/: ]+):predict|v2/models/([^/ ]+)/infer)[^"]*" (\d+)')
 
 
 def pool_hits(server: Any, bookmark: dict[str, int]) -> Counter:
     """(registration, status) of every request TorchServe logged since ``bookmark`` (``Server.log_sizes``)."""
     with open(server.log_dir / "access_log.log", "rb") as log:
         log.seek(bookmark.get("access_log.log", 0))
-        return Counter((name, int(status)) for name, status in ACCESS.findall(log.read().decode(errors="replace")))
+        found = ACCESS.findall(log.read().decode(errors="replace"))
+    return Counter(("".join(names), int(status)) for *names, status in found)
 
 
 def served_by(server: Any, body: bytes, headers: dict[str, str] | None = None) -> tuple[requests.Response, Counter]:
@@ -107,3 +109,35 @@ def test_a_client_over_its_pixel_budget_gets_429_without_costing_a_worker(server
     for headers in (client, other, {}):
         answer, hits = served_by(server, small, headers)
         assert answer.status_code == 200 and hits == Counter({(PUBLIC, 200): 1}), (headers, hits)
+
+
+def kserve_body(protocol: str, image: bytes) -> dict[str, Any]:
+    """``image`` as a KServe v1 or v2 request body."""
+    return v1_body(image) if protocol == "v1" else v2_body(image)
+
+
+def kserve_url(server: Any, protocol: str, name: str) -> str:
+    """The front's v1 or v2 inference URL of registration ``name``."""
+    path = f"v1/models/{name}:predict" if protocol == "v1" else f"v2/models/{name}/infer"
+    return f"{server.inference_url}/{path}"
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_kserve_requests_are_gated_like_raw_ones(server: Any, protocol: str) -> None:
+    """The first image's header in the base64 picks the pool; hidden names are 404; the budget applies."""
+    width = 1000
+    for height, pool in ((FIRST_BOUND // width, PUBLIC), (FIRST_BOUND // width + 1, MEDIUM)):
+        bookmark = server.log_sizes()
+        body = kserve_body(protocol, encode(noise_image(width, height), "PNG"))
+        answer = requests.post(kserve_url(server, protocol, MODEL), json=body, timeout=300)
+        assert answer.status_code == 200, answer.text[:300]
+        assert pool_hits(server, bookmark) == Counter({(pool, 200): 1}), (height, protocol)
+    hidden = requests.post(kserve_url(server, protocol, MEDIUM), json=kserve_body(protocol, b"x"), timeout=60)
+    assert hidden.status_code == 404 and hidden.json()["code"] == 404
+    client = {"X-Forwarded-For": f"203.0.113.{50 if protocol == 'v1' else 51}"}
+    declared = kserve_body(protocol, png_header_only(6000, 6000))
+    first = requests.post(kserve_url(server, protocol, MODEL), json=declared, headers=client, timeout=300)
+    bookmark = server.log_sizes()
+    refused = requests.post(kserve_url(server, protocol, MODEL), json=declared, headers=client, timeout=300)
+    assert first.status_code == 400 and refused.status_code == 429, (first.text, refused.text)
+    assert "image budget" in refused.json()["message"] and pool_hits(server, bookmark) == Counter()

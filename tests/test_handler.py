@@ -3,6 +3,7 @@ batches shaped exactly as ``ts.service.Service.retrieve_data_for_inference`` sha
 small randomly initialised network traced to its fp32 and bf16 TorchScript graphs."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -298,3 +299,82 @@ def test_the_hidden_pool_nice_follows_its_environment_variable() -> None:
 def test_handler_module_defines_exactly_one_class() -> None:
     """TorchServe's loader refuses a handler module that defines more than one class."""
     assert list_classes_from_module(handler_module) == [DenoiserHandler]
+
+
+def b64(data: bytes) -> str:
+    """``data`` in base64, as KServe clients send images."""
+    return base64.b64encode(data).decode()
+
+
+def json_answer(result: tuple[int, str | None, bytes]) -> dict[str, Any]:
+    """A 200 JSON answer's payload."""
+    status, content_type, body = result
+    assert (status, content_type) == (200, "application/json"), body[:300]
+    return json.loads(body)
+
+
+def test_kserve_v1_and_v2_bodies_get_base64_pngs_equal_to_the_raw_answer(served) -> None:
+    rgb, gray = image_file(RGB), image_file(GRAY, "JPEG")
+    v1, v2 = run_batch(served, [
+        raw({"instances": [{"data": b64(rgb)}, {"b64": b64(gray)}]}, "application/json"),
+        raw({"id": "mine", "inputs": [{"name": "photo", "datatype": "BYTES", "shape": [1], "data": [b64(rgb)]}]},
+            "application/json"),
+    ])
+    assert json_answer(v1) == {"predictions": [{"b64": b64(expected_png(served, rgb))}, {"b64": b64(expected_png(served, gray))}]}
+    assert json_answer(v2) == {"id": "mine", "model_name": "model_test", "model_version": None, "outputs": [
+        {"name": "photo", "datatype": "BYTES", "shape": [1], "data": [b64(expected_png(served, rgb))]}]}
+
+
+def test_kserve_mistakes_get_the_same_json_errors(served) -> None:
+    small = image_file(RNG.integers(0, 256, (50, 60, 3), dtype=np.uint8))  # 3,000 of the 5,000 pixels allowed
+    results = run_batch(served, [
+        raw({"instances": [{"data": "%%%"}]}, "application/json"),
+        raw({"instances": [{"data": b64(small)}, {"data": b64(small)}]}, "application/json"),
+        raw({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "application/json"),
+        raw(b'{"instances": [{"data": ', "application/json"),
+        raw({"instances": [{"data": b64(b"not an image")}]}, "application/json"),
+    ])
+    assert_error(results[0], 400, "instances[0].data is not valid base64")
+    assert_error(results[1], 413, "instances[1].data: image is 60x50")
+    assert_error(results[2], 415, "BYTES")
+    assert_error(results[3], 400, "not valid JSON")
+    assert_error(results[4], 415, "instances[0].data: the body is not an image")
+
+
+def enveloped(served, envelope_class: type, body: dict[str, Any]) -> list[Any]:
+    """One JSON request through TorchServe's own envelope wrapped around the handler, as a worker runs it."""
+    handler, context, _ = served
+    context.request_processor = [RequestProcessor({"body": {"content-type": "application/json"}, "url_path": ""})]
+    context.request_ids = {0: "req-0"}
+    context.metrics.request_ids = context.request_ids
+    return envelope_class(handler.handle).handle([{"body": body}], context)
+
+
+def test_under_the_kserve_envelopes_the_answers_are_the_same(served) -> None:
+    from ts.torch_handler.request_envelope.kserve import KServeEnvelope
+    from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
+
+    rgb, gray = image_file(RGB), image_file(GRAY)
+    v1 = enveloped(served, KServeEnvelope, {"instances": [{"data": b64(rgb)}, {"b64": b64(gray)}]})
+    assert v1 == [{"predictions": [{"b64": b64(expected_png(served, rgb))}, {"b64": b64(expected_png(served, gray))}]}]
+    inputs = [{"name": name, "datatype": "BYTES", "shape": [1], "data": [b64(data)]} for name, data in (("a", rgb), ("b", gray))]
+    (v2,) = enveloped(served, KServev2Envelope, {"id": "mine", "inputs": inputs})
+    assert json.loads(json.dumps(v2)) == {"id": "mine", "model_name": "model_test", "model_version": None, "outputs": [
+        {"name": name, "datatype": "BYTES", "shape": [1], "data": [b64(expected_png(served, data))]}
+        for name, data in (("a", rgb), ("b", gray))]}
+
+
+@pytest.mark.parametrize(("envelope", "body", "status", "words"), [
+    ("kserve", {"instances": [{"data": "%%%"}]}, 400, "not valid base64"),
+    ("kserve", {"instances": []}, 400, "no images"),
+    ("kserve", {"inputs": []}, 400, "no images"),
+    ("kservev2", {"inputs": [{"name": "a", "datatype": "BYTES", "shape": [2], "data": ["x", "y"]}]}, 400, "one image per tensor"),
+])
+def test_under_an_envelope_a_refusal_is_torchserves_error_with_the_status(served, envelope, body, status, words) -> None:
+    from ts.torch_handler.request_envelope.kserve import KServeEnvelope
+    from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
+    from ts.utils.util import PredictionException
+
+    with pytest.raises(PredictionException) as raised:
+        enveloped(served, {"kserve": KServeEnvelope, "kservev2": KServev2Envelope}[envelope], body)
+    assert raised.value.error_code == status and words in raised.value.message
