@@ -222,7 +222,7 @@ def test_each_forced_precision_serves_what_the_evaluation_scores(
 def decisions(server: Any) -> dict[str, list[str]]:
     """Each model's logged precision decisions, one per worker of its pools ("<precision>: <reason>; ...")."""
     found: dict[str, list[str]] = {model: [] for model in MODEL_NAMES}
-    for line in server.log_text().splitlines():
+    for line in (server.log_dir / "model_log.log").read_text(errors="replace").splitlines():
         if "denoiser " in line and " serves " in line:
             model = line.split("denoiser ", 1)[1].split(" ", 1)[0]
             found[model].append(line.split(" serves ", 1)[1])
