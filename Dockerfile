@@ -24,7 +24,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # TorchServe's frontend is a Java application: a headless JRE is enough. nginx is the public
-# front (scripts/front.py renders its configuration; it runs as uid 1000 like everything
+# front (scripts/serving/front.py renders its configuration; it runs as uid 1000 like everything
 # else), with Debian's Lua module for its gate (nginx/gate.lua: pixel budget and pools).
 # None is version-pinned on purpose: Debian stable only ships security fixes for
 # them, and an exact pin would break the build at the next point release.
@@ -47,13 +47,13 @@ WORKDIR /home/user/app
 COPY --chown=1000:1000 . .
 
 # Model archives are built from the committed weights, inside the image.
-RUN python -m scripts.build_model_store
+RUN python -m scripts.serving.archives
 
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=8)"]
 
-# scripts.server runs `torchserve --foreground` with config.properties and model_store/ on
+# scripts.serving.processes runs `torchserve --foreground` with config.properties and model_store/ on
 # loopback, then nginx on 8080 (the page, /predictions/*, /ping); SIGTERM stops both cleanly,
 # and if either dies the container exits, so it is restarted.
-CMD ["python", "-m", "scripts.server"]
+CMD ["python", "-m", "scripts.serving.processes"]

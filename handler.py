@@ -79,7 +79,7 @@ def lower_priority_if_hidden(context: Any, nice: int) -> bool:
     """Lower this worker's CPU priority by ``nice`` when it serves a hidden pool; whether it does.
 
     A hidden pool is the archive registered under another name than its manifest's (the front's
-    pools for larger images, ``scripts.front.POOLS``). Every thread of the process is lowered, and
+    pools for larger images, ``scripts.serving.front.POOLS``). Every thread of the process is lowered, and
     threads started later (OpenMP's) inherit it.
     """
     if context.model_name == context.manifest["model"]["modelName"] or nice <= 0:

@@ -2,7 +2,7 @@
 
 The fp32 graph computes what the eager network does; the bf16 graph is traced under CPU
 autocast, so its convolutions run in bfloat16 (on AVX512-BF16/AMX units where present) while
-its input and output stay float32. ``scripts.build_model_store`` packs both into each archive
+its input and output stay float32. ``scripts.serving.archives`` packs both into each archive
 and the evaluation scores the same graphs.
 """
 from __future__ import annotations

@@ -72,7 +72,7 @@ def read_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[dict[str, 
     if not tensors_path.exists():
         raise FileNotFoundError(
             f"no trained weights for {name} at {tensors_path}; train them with "
-            f"'python -m scripts.train --model {name}'"
+            f"'python -m scripts.training.train --model {name}'"
         )
     return load_file(str(tensors_path)), json.loads(info_path.read_text())
 

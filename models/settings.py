@@ -1,6 +1,6 @@
 """Every serving setting in one place: the handler's own and TorchServe's per-model ones.
 
-``SERVING_CONFIG`` is what ``scripts.build_model_store`` writes into each archive's
+``SERVING_CONFIG`` is what ``scripts.serving.archives`` writes into each archive's
 ``model-config.yaml``; its ``handler:`` section is read back by ``HandlerSettings`` in the
 worker, where ``DENOISER_THREADS``, ``DENOISER_PRECISION`` and ``DENOISER_HIDDEN_POOL_NICE`` override it and an unknown key is
 refused. A plain module outside ``handler.py`` because TorchServe's loader requires the handler
@@ -29,7 +29,7 @@ BF16_TOLERANCE = 0.03
 CHOICE_MARGIN = 0.10
 # How much lower the CPU priority (nice) of an endpoint's hidden pools' workers is: the
 # registrations of the same archive under another name that the front sends larger images to
-# (scripts/front.py POOLS). 0: the pools alone keep small photos within the acceptance, and a
+# (scripts/serving/front.py POOLS). 0: the pools alone keep small photos within the acceptance, and a
 # lower priority made a 40 MP photo about 3x slower under a steady stream of small ones
 # (docs/fairness.md, "Priority"); a deployment that favours small photos may raise it.
 HIDDEN_POOL_NICE = 0

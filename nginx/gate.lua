@@ -12,7 +12,7 @@
 --      endpoint's hidden registration (model_unet-large...) when the image is over the first
 --      pool's bound.
 -- A path naming a hidden pool itself is answered 404. The settings come from
--- scripts/front.py through configure() (init_by_lua_block of the rendered nginx.conf).
+-- scripts/serving/front.py through configure() (init_by_lua_block of the rendered nginx.conf).
 local M = {}
 
 local pools = {}

@@ -1,1 +1,1 @@
-"""Offline tools: dataset preparation, training, evaluation, export and benchmarks."""
+"""The project's tools, one sub-package per job: serving, training, evaluation, corpus, deploy, dev."""

@@ -3,7 +3,7 @@
 The corpus is a folder with ``train/`` and ``val/`` photographs. The tools take the first of:
 
 1. ``../shared/corpus`` beside the repository (this project's own machines);
-2. ``data/corpus``, rebuilt from its public sources by ``python -m scripts.get_corpus``;
+2. ``data/corpus``, rebuilt from its public sources by ``python -m scripts.corpus.get``;
 
 and otherwise stop with a message that says how to get one, or how to point them at any
 folder of photographs instead (``--train-src/--val-src``, ``--images``).
@@ -25,7 +25,7 @@ SHARED_CORPUS = REPO.parent / "shared" / "corpus"
 LOCAL_CORPUS = DATA_DIR / "corpus"
 CORPUS_CANDIDATES = (SHARED_CORPUS, LOCAL_CORPUS)
 SPLITS = ("train", "val")
-# Present in a corpus folder while scripts.get_corpus is still filling it.
+# Present in a corpus folder while scripts.corpus.get is still filling it.
 INCOMPLETE_MARKER = ".incomplete"
 
 
@@ -39,14 +39,14 @@ def corpus_dir(candidates: Sequence[Path] | None = None) -> Path:
     for folder in candidates:
         if (folder / INCOMPLETE_MARKER).exists():
             raise CorpusMissing(
-                f"{folder} is only partly built: run `python -m scripts.get_corpus --out {folder}` again to finish it"
+                f"{folder} is only partly built: run `python -m scripts.corpus.get --out {folder}` again to finish it"
             )
         if all((folder / split).is_dir() for split in SPLITS):
             return folder
     tried = ", ".join(str(folder) for folder in candidates)
     raise CorpusMissing(
         f"no photo corpus (looked for train/ and val/ in {tried}). Rebuild it from its public sources with "
-        "`python -m scripts.get_corpus` (into data/corpus), or use any folders of photographs, e.g. BSD500: "
+        "`python -m scripts.corpus.get` (into data/corpus), or use any folders of photographs, e.g. BSD500: "
         "`--train-src DIR --val-src DIR` (train), `--images DIR` (evaluate, collage, baselines), "
         "`--image FILE` (benchmark)"
     )

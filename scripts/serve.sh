@@ -11,5 +11,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/bootstrap.sh
-.venv/bin/python -m scripts.build_model_store
-exec .venv/bin/python -m scripts.server "$@"
+.venv/bin/python -m scripts.serving.archives
+exec .venv/bin/python -m scripts.serving.processes "$@"

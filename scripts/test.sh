@@ -17,7 +17,7 @@ if [[ "${1:-}" == "--fast" ]]; then
 fi
 start=$SECONDS
 scripts/bootstrap.sh --dev
-PYTHON="$VENV/bin/python" scripts/install_test_tools.sh
+PYTHON="$VENV/bin/python" scripts/dev/install_test_tools.sh
 status=0
 "$VENV/bin/python" -m pytest -q -rs --timeout=1800 --durations=10 "${args[@]}" || status=$?
 elapsed=$((SECONDS - start))

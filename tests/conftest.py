@@ -20,8 +20,8 @@ import pytest
 
 from models import MODELS, WEIGHTS_DIR, weight_paths
 from models.choice_cache import CACHE_ENV
-from scripts.build_model_store import build_store
-from scripts.server import Server, running_server
+from scripts.serving.archives import build_store
+from scripts.serving.processes import Server, running_server
 from tests import isolation
 
 # Fixtures that put a test in a tier (pyproject.toml's markers): whatever uses them, directly or
@@ -106,11 +106,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium driven by Playwright (no downloaded browser); a playwright ``Browser``."""
-    from playwright.sync_api import sync_playwright  # installed by scripts/install_test_tools.sh
+    from playwright.sync_api import sync_playwright  # installed by scripts/dev/install_test_tools.sh
 
     executable = next((path for path in BROWSERS if path.is_file()), None)
     if executable is None:
-        pytest.fail(f"{BROWSERS[0]} missing: run scripts/install_test_tools.sh")
+        pytest.fail(f"{BROWSERS[0]} missing: run scripts/dev/install_test_tools.sh")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
         yield chromium

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.eet import DIRECTORY_ENTRY, HEADER, MAGIC
-from scripts.rcc import COMPRESSED, COMPRESSED_ZSTD, DIRECTORY
+from scripts.corpus.eet import DIRECTORY_ENTRY, HEADER, MAGIC
+from scripts.corpus.rcc import COMPRESSED, COMPRESSED_ZSTD, DIRECTORY
 
 
 def build_rcc(

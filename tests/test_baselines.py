@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from models.noise import NoiseConfig, add_hybrid_noise
-from scripts import baselines
-from scripts.baselines import BASELINES, available, centre_crop, oracle_sigma
-from scripts.metrics import psnr
+from scripts.evaluation import baselines
+from scripts.evaluation.baselines import BASELINES, available, centre_crop, oracle_sigma
+from scripts.evaluation.metrics import psnr
 from tests.photos import synthetic_photo
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models import MODELS
-from scripts import benchmark, ffdnet
-from scripts.benchmark import cpu_description, main, tile_flops
+from scripts.evaluation import benchmark, ffdnet
+from scripts.evaluation.benchmark import cpu_description, main, tile_flops
 from tests.networks import saved_random_networks
 from tests.photos import photo_folder
 

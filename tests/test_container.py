@@ -1,13 +1,13 @@
 """Build the real Dockerfile with podman, run it like the Space does and check it (it serves, is locked down and
 holds no development tool), then run the same image as the pod of the rendered Kubernetes Deployment with
-``podman kube play`` (scripts/container_test.py)."""
+``podman kube play`` (scripts/dev/container_test.py)."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from scripts.container_test import ContainerTestConfig, run_container_test, unavailable_reason
+from scripts.dev.container_test import ContainerTestConfig, run_container_test, unavailable_reason
 
 CONFIG = ContainerTestConfig()
 pytestmark = pytest.mark.container
@@ -19,7 +19,7 @@ def test_image_builds_serves_and_is_locked_down() -> None:
     """The image builds, serves the API test as uid 1000, keeps management unreachable, and runs as the Deployment's pod."""
     reason = unavailable_reason(CONFIG)
     if reason:
-        # CI installs podman (scripts/install_test_tools.sh): there a missing tool is a failure.
+        # CI installs podman (scripts/dev/install_test_tools.sh): there a missing tool is a failure.
         (pytest.fail if os.environ.get("CI") else pytest.skip)(f"podman cannot run containers here: {reason}")
     steps = run_container_test(CONFIG)
     print(f"container test steps (s): {steps}")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts import corpus_fetch
-from scripts.corpus_fetch import (
+from scripts.corpus import fetch as corpus_fetch
+from scripts.corpus.fetch import (
     ARCHIVE_KEYRING,
     FetchError,
     Source,

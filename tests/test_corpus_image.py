@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.corpus_image import corpus_photo, decode_int_rows, decode_raw_bz2, fitted_size, save_png
-from scripts.dataset import load_rgb
+from scripts.corpus.image import corpus_photo, decode_int_rows, decode_raw_bz2, fitted_size, save_png
+from scripts.training.dataset import load_rgb
 from tests.photos import synthetic_photo
 
 

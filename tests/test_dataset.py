@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts.dataset import DegradedCrops, fixed_pairs, list_images, load_rgb, pixel_hash, random_crop, usable_images
+from scripts.training.dataset import DegradedCrops, fixed_pairs, list_images, load_rgb, pixel_hash, random_crop, usable_images
 
 
 def test_list_images_finds_every_format_recursively(tmp_path) -> None:

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from scripts.eet import COMPRESSED, EetArchive, EetError, main
+from scripts.corpus.eet import COMPRESSED, EetArchive, EetError, main
 from tests.fake_packages import build_eet
 
 ENTRIES = {

@@ -12,9 +12,9 @@ import psutil
 import requests
 
 from models.imaging import MAX_PIXELS
-from scripts.front import read_properties
 from scripts.paths import CONFIG, REPO
-from scripts.server import registrations
+from scripts.serving.front import read_properties
+from scripts.serving.processes import registrations
 
 CODE_DIRS = ("models", "scripts", "tests")
 CODE_FILES = ("handler.py",)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from scripts.server import models_value, running_server
+from scripts.serving.processes import models_value, running_server
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"

@@ -9,7 +9,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from models.degradations import degrade
-from scripts import ffdnet
+from scripts.evaluation import ffdnet
 from tests.photos import photo
 
 needs_weights = pytest.mark.skipif(not ffdnet.available(), reason=f"ffdnet not installed ({ffdnet.INSTALL_HINT})")

@@ -1,4 +1,4 @@
-"""The nginx front (``scripts/front.py``, ``nginx/nginx.conf.template``): its configuration, and how
+"""The nginx front (``scripts/serving/front.py``, ``nginx/nginx.conf.template``): its configuration, and how
 ordinary clients meet it on the session ``server`` (curl and urllib with their default labels, a
 body over the limit, the page's files, JSON for every path it refuses, CORS headers once).
 """
@@ -17,7 +17,8 @@ from PIL import Image
 
 from models.imaging import MAX_PIXELS
 from models.settings import SERVING_CONFIG
-from scripts.front import (
+from scripts.paths import CONFIG, REPO
+from scripts.serving.front import (
     DEFAULT_LISTEN,
     LISTEN_ENV,
     PIXEL_BURST,
@@ -32,7 +33,6 @@ from scripts.front import (
     render,
     write_config,
 )
-from scripts.paths import CONFIG, REPO
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"

@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from scripts.front import PIXEL_BURST, PIXELS_PER_MINUTE, POOLS
+from scripts.serving.front import PIXEL_BURST, PIXELS_PER_MINUTE, POOLS
 from tests.hostile_inputs import encode, noise_image, png_header_only
 from tests.test_scaling import v1_body, v2_body
 

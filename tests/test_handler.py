@@ -30,7 +30,7 @@ from models.imaging import MAX_PIXELS, decode_image
 from models.pipeline import denoise_bytes
 from models.settings import HIDDEN_POOL_NICE_ENV, PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
 from models.tiling import TileConfig, count_tiles
-from scripts.build_model_store import model_config_yaml
+from scripts.serving.archives import model_config_yaml
 from tests.networks import random_network
 
 YAML_CONFIG = {"handler": {"threads": 1, "tile": 32, "overlap": 8, "tile_batch": 4, "max_pixels": 5000}}

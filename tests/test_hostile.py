@@ -20,8 +20,8 @@ import requests
 from PIL import Image
 
 from models import MODELS
-from scripts.front import read_properties
 from scripts.paths import CONFIG
+from scripts.serving.front import read_properties
 from tests.hostile_inputs import OK, REJECT, HostileCase, encode, hostile_cases, noise_image
 
 DEFAULT_MAX_REQUEST_SIZE = 6_553_500

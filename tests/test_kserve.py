@@ -1,6 +1,6 @@
 """The archives on KServe's TorchServe runtime, started the way the runtime starts them.
 
-``python -m scripts.kserve_layout`` lays the session's archives out as KServe mounts a
+``python -m scripts.deploy.kserve_layout`` lays the session's archives out as KServe mounts a
 ``storageUri`` (``model-store/*.mar``, ``config/config.properties``); TorchServe is then started
 with the runtime's own arguments (``torchserve --start --model-store=<mount>/model-store
 --ts-config=<mount>/config/config.properties``) and ``TS_SERVICE_ENVELOPE`` as the runtime sets it
@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import requests
 
-from scripts import kserve_layout
-from scripts.front import read_properties
+from scripts.deploy import kserve_layout
 from scripts.paths import CONFIG
-from scripts.server import archive_model_names, free_port, group_alive, ready_models
+from scripts.serving.front import read_properties
+from scripts.serving.processes import archive_model_names, free_port, group_alive, ready_models
 from tests.hostile_inputs import encode, noise_image
 from tests.test_scaling import v1_body, v1_pngs, v2_body, v2_pngs
 

@@ -1,4 +1,4 @@
-"""The load-test script (``scripts.loadtest``) and the server's behaviour under load and overload,
+"""The load-test script (``scripts.evaluation.loadtest``) and the server's behaviour under load and overload,
 through the nginx front: mixed load, small photos while a large one runs on the same endpoint, a
 full job queue (503), one client over its rate (429)."""
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from models import MODELS
-from scripts.front import POOLS, RATE_BURST, RATE_PER_MINUTE
-from scripts.loadtest import LoadResult, SizeClass, all_worker_pids, make_bodies, run_load, run_mixed, worker_pids
-from scripts.server import models_value, running_server
+from scripts.evaluation.loadtest import LoadResult, SizeClass, all_worker_pids, make_bodies, run_load, run_mixed, worker_pids
+from scripts.serving.front import POOLS, RATE_BURST, RATE_PER_MINUTE
+from scripts.serving.processes import models_value, running_server
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"

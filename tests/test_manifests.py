@@ -10,10 +10,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from scripts import kserve_layout, kube
-from scripts.front import DEFAULT_LISTEN, read_properties
+from scripts.deploy import kserve_layout, kube
 from scripts.paths import CONFIG, REPO
-from scripts.server import DRAIN_TIMEOUT
+from scripts.serving.front import DEFAULT_LISTEN, read_properties
+from scripts.serving.processes import DRAIN_TIMEOUT
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +24,7 @@ REASON = kube.missing_tools()
 def rendered() -> dict[str, str]:
     """Every kustomization's rendering (YAML text)."""
     if REASON:
-        # CI installs the tools (scripts/install_test_tools.sh): there a missing tool is a failure.
+        # CI installs the tools (scripts/dev/install_test_tools.sh): there a missing tool is a failure.
         (pytest.fail if os.environ.get("CI") else pytest.skip)(REASON)
     return {name: kube.render_text(name) for name in kube.RENDERINGS}
 

@@ -5,7 +5,7 @@ through the front, which would send these sizes to the endpoint's other pools) w
 a 0.5 and a 2 megapixel photo and checks what each further megapixel costs: only the decoded
 samples, the answer's integer pixels and the PNG encoder's buffers (tiles are read and blended in
 bands), little enough that the largest accepted image (40 MP) stays under 1.2 GiB, which a real
-40 MP request then checks. The 1/4/16/40 MP figures come from ``python -m scripts.memory_report``.
+40 MP request then checks. The 1/4/16/40 MP figures come from ``python -m scripts.evaluation.memory_report``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from models.imaging import MAX_PIXELS
-from scripts.memory_report import MIB, measure_sizes, reset_peak_rss, status_field
+from scripts.evaluation.memory_report import MIB, measure_sizes, reset_peak_rss, status_field
 from tests.hostile_inputs import png_bomb
 
 MODEL = "model_unet"

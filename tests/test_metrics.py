@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from scripts.metrics import psnr
+from scripts.evaluation.metrics import psnr
 
 
 def test_psnr_is_scikit_images_on_uint8_images() -> None:

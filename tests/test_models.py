@@ -72,7 +72,7 @@ def test_weights_round_trip_through_safetensors(tmp_path) -> None:
 
 
 def test_missing_weights_say_how_to_train(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="scripts.train --model model_unet"):
+    with pytest.raises(FileNotFoundError, match="scripts.training.train --model model_unet"):
         load_pretrained("model_unet", tmp_path)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from scripts.evaluate import main as evaluate_main
-from scripts.train import TrainConfig, train
+from scripts.evaluation.evaluate import main as evaluate_main
+from scripts.training.train import TrainConfig, train
 from tests.photos import TRAIN_PHOTOS, VAL_PHOTOS, photo_folder
 
 BATCH = 16

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.overlap import main
+from scripts.evaluation.overlap import main
 from tests.networks import saved_random_networks
 from tests.photos import photo_folder
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from models import MODELS
 from models.noise import add_hybrid_noise
-from scripts.front import WEB_ROOT
 from scripts.paths import IMAGES_DIR
-from scripts.server import Server
+from scripts.serving.front import WEB_ROOT
+from scripts.serving.processes import Server
 
 SCREENSHOT = "page.png"
 VIEWPORT = {"width": 760, "height": 640}

@@ -5,8 +5,10 @@ import argparse
 
 import pytest
 
-from scripts import baselines, benchmark, collage, evaluate, paths, train
+from scripts import paths
+from scripts.evaluation import baselines, benchmark, collage, evaluate
 from scripts.paths import CorpusMissing, corpus_dir, corpus_split, split_argument
+from scripts.training import train
 
 
 def make_corpus(folder, splits=("train", "val")):
@@ -39,14 +41,14 @@ def test_a_folder_without_both_splits_is_not_a_corpus(tmp_path) -> None:
 def test_no_corpus_names_the_rebuild_script_and_the_options(tmp_path) -> None:
     with pytest.raises(CorpusMissing) as missing:
         corpus_dir([tmp_path / "a", tmp_path / "b"])
-    for words in ("python -m scripts.get_corpus", "--train-src", "--val-src", "--images", str(tmp_path / "a")):
+    for words in ("python -m scripts.corpus.get", "--train-src", "--val-src", "--images", str(tmp_path / "a")):
         assert words in str(missing.value)
 
 
 def test_a_partly_built_corpus_is_refused_until_finished(tmp_path) -> None:
     local = make_corpus(tmp_path / "local")
     (local / paths.INCOMPLETE_MARKER).touch()
-    with pytest.raises(CorpusMissing, match="only partly built.*get_corpus --out"):
+    with pytest.raises(CorpusMissing, match="only partly built.*scripts.corpus.get --out"):
         corpus_dir([local])
 
 
@@ -74,5 +76,5 @@ def test_every_data_tool_stops_with_the_message_without_a_corpus(tool, argv, tmp
     with pytest.raises(SystemExit) as stop:
         tool([item.replace("OUT", str(tmp_path / "out")) for item in argv])
     assert stop.value.code == 2
-    assert "python -m scripts.get_corpus" in capsys.readouterr().err
+    assert "python -m scripts.corpus.get" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

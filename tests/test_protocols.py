@@ -126,8 +126,8 @@ def test_the_module_does_not_import_torchserve() -> None:
 def test_the_largest_base64_answer_fits_torchserves_response_limit() -> None:
     """The images of one v1/v2 request share the pixel limit, so the worst answer is the worst PNG in base64."""
     from models.imaging import MAX_PIXELS
-    from scripts.front import read_properties
     from scripts.paths import CONFIG
+    from scripts.serving.front import read_properties
 
     worst_png = int(4 * MAX_PIXELS * 1.01) + 1024 * 1024
     worst_answer = 4 * -(-worst_png // 3) + 1024

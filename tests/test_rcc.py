@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from scripts.rcc import RccBundle, RccError, main
+from scripts.corpus.rcc import RccBundle, RccError, main
 from tests.fake_packages import build_rcc
 
 FILES = {

@@ -9,12 +9,12 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
+from scripts.dev.requirements import DEV, RUNTIME, dev_only_names, normalized, requirement_names
 from scripts.paths import REPO
-from scripts.requirements import DEV, RUNTIME, dev_only_names, normalized, requirement_names
 
 # What the image runs: the worker's handler, the supervisor (nginx configuration included) and
 # the archive builder (run inside the image).
-SERVING_ENTRY_POINTS = ("handler", "scripts.server", "scripts.build_model_store")
+SERVING_ENTRY_POINTS = ("handler", "scripts.serving.processes", "scripts.serving.archives")
 FIRST_PARTY = {"handler", "models", "scripts", "tests"}
 TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "scikit-image", "opencv-python-headless"}
 
@@ -75,7 +75,7 @@ def test_the_image_requirements_hold_no_test_tool() -> None:
 def test_the_serving_path_imports_only_what_the_image_installs() -> None:
     """Every third-party module the serving path imports belongs to a distribution in requirements.txt."""
     modules, third_party = serving_imports()
-    assert {"handler", "scripts.server", "scripts.front", "models.pipeline"} <= modules
+    assert {"handler", "scripts.serving.processes", "scripts.serving.front", "models.pipeline"} <= modules
     assert not any(module.split(".")[0] == "tests" for module in modules)
     distributions = importlib.metadata.packages_distributions()
     needed = {normalized(dist) for top in third_party for dist in distributions.get(top, [top])}

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from scripts.front import RATE_BURST
-from scripts.loadtest import synthetic_photo
+from scripts.evaluation.loadtest import synthetic_photo
+from scripts.serving.front import RATE_BURST
 from tests.hostile_inputs import encode, noise_image
 from tests.test_server import serve_script
 

@@ -1,5 +1,5 @@
 """The values nginx, TorchServe and the handler share agree, checked in one place: TorchServe's
-``config.properties``, the nginx configuration rendered from it (``scripts/front.py``) and the
+``config.properties``, the nginx configuration rendered from it (``scripts/serving/front.py``) and the
 archives' ``model-config.yaml`` (``models/settings.py``)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from models.imaging import MAX_PIXELS
 from models.settings import SERVING_CONFIG
-from scripts.front import front_settings, host_port, read_properties, render
 from scripts.paths import CONFIG
+from scripts.serving.front import front_settings, host_port, read_properties, render
 
 
 def directive(conf: str, name: str) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.deploy.sync_space import attributes_line, lfs_paths
 from scripts.paths import REPO
-from scripts.sync_space import attributes_line, lfs_paths
 
 HOOK = Path(__file__).with_name("hf_pre_receive.py")
 WORKFLOW = REPO / ".github" / "workflows" / "sync_to_hf.yml"

@@ -120,7 +120,7 @@ def weights_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", ["model_unet", "model_runet", "model_arunet"])
 def test_trained_network_shows_no_seams(name: str, weights_copy: Path) -> None:
     if not (weights_copy / f"{name}.safetensors").exists():
-        pytest.skip(f"no trained weights for {name} in {WEIGHTS_DIR}: run 'python -m scripts.train --model {name}'")
+        pytest.skip(f"no trained weights for {name} in {WEIGHTS_DIR}: run 'python -m scripts.training.train --model {name}'")
     net = load_pretrained(name, weights_copy)
     clean = sample_images.astronaut()[100:308, 150:422]
     noisy, _ = add_hybrid_noise(clean, np.random.default_rng(0), NoiseConfig.gaussian(25))

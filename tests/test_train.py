@@ -11,8 +11,8 @@ import torch
 
 from models import load_pretrained
 from models.degradations import BlindNoiseConfig
-from scripts import train as train_module
-from scripts.train import (
+from scripts.training import train as train_module
+from scripts.training.train import (
     StopFlag,
     TrainConfig,
     blank_batches,

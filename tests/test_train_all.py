@@ -1,4 +1,4 @@
-"""scripts/train_all.sh's final stage hands each model its ladder width, with a stand-in Python that records its arguments."""
+"""scripts/training/train_all.sh's final stage hands each model its ladder width, with a stand-in Python that records its arguments."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 
 from scripts.paths import REPO
 
-SCRIPT = REPO / "scripts" / "train_all.sh"
+SCRIPT = REPO / "scripts" / "training" / "train_all.sh"
 RECORDER = """#!/usr/bin/env bash
 printf '%s\\n' "$*" >> "$RECORD"
 """

