@@ -53,7 +53,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=8)"]
 
-# scripts.serving.processes runs `torchserve --foreground` with config.properties and model_store/ on
+# scripts.serving.supervisor runs `torchserve --foreground` with config.properties and model_store/ on
 # loopback, then nginx on 8080 (the page, /predictions/*, /ping); SIGTERM stops both cleanly,
 # and if either dies the container exits, so it is restarted.
-CMD ["python", "-m", "scripts.serving.processes"]
+CMD ["python", "-m", "scripts.serving.supervisor"]

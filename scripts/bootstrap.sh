@@ -3,7 +3,7 @@
 # public front with its Lua module (Debian/Ubuntu's headless JRE, nginx and
 # libnginx-mod-http-lua packages through apt-get when one is missing) and the virtual environment .venv with requirements.txt (torch CPU build,
 # TorchServe, PyYAML...). With --dev it adds requirements-dev.txt (the offline tools and the
-# test tools). scripts/serving/processes.py runs nginx with its own configuration
+# test tools). scripts/serving/supervisor.py runs nginx with its own configuration
 # (nginx/nginx.conf.template), never the system's.
 # Idempotent: each requirements file is installed again only when it (or what it includes)
 # changes, recorded in a stamp inside the venv.

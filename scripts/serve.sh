@@ -12,4 +12,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/bootstrap.sh
 .venv/bin/python -m scripts.serving.archives
-exec .venv/bin/python -m scripts.serving.processes "$@"
+exec .venv/bin/python -m scripts.serving.supervisor "$@"

@@ -21,7 +21,7 @@ import pytest
 from models import MODELS, WEIGHTS_DIR, weight_paths
 from models.choice_cache import CACHE_ENV
 from scripts.serving.archives import build_store
-from scripts.serving.processes import Server, running_server
+from scripts.serving.harness import Server, running_server
 from tests import isolation
 
 # Fixtures that put a test in a tier (pyproject.toml's markers): whatever uses them, directly or

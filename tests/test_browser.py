@@ -16,7 +16,7 @@ import requests
 from PIL import Image
 from playwright.sync_api import Browser
 
-from scripts.serving.processes import Server, running_server
+from scripts.serving.harness import Server, running_server
 from tests.photos import synthetic_photo
 
 PAGE = Path(__file__).parent / "frontend" / "index.html"

@@ -10,7 +10,8 @@ import torch
 from models import save_weights
 from models.degradations import degrade
 from scripts.evaluation import baselines, evaluate, ffdnet
-from scripts.evaluation.evaluate import denoise_image, main, served_network
+from scripts.evaluation.evaluate import main
+from scripts.evaluation.served import denoise_image, served_network
 from scripts.training.dataset import list_images, load_rgb
 from tests.networks import random_network, saved_random_networks
 from tests.photos import synthetic_folder

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from scripts.serving.processes import models_value, running_server
+from scripts.serving.harness import running_server
+from scripts.serving.processes import models_value
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"

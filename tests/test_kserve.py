@@ -28,7 +28,8 @@ import requests
 from scripts.deploy import kserve_layout
 from scripts.paths import CONFIG
 from scripts.serving.front import read_properties
-from scripts.serving.processes import archive_model_names, free_port, group_alive, ready_models
+from scripts.serving.harness import free_port
+from scripts.serving.processes import archive_model_names, group_alive, ready_models
 from tests.hostile_inputs import encode, noise_image
 from tests.test_scaling import v1_body, v1_pngs, v2_body, v2_pngs
 

@@ -14,7 +14,8 @@ import requests
 from models import MODELS
 from scripts.evaluation.loadtest import LoadResult, SizeClass, all_worker_pids, make_bodies, run_load, run_mixed, worker_pids
 from scripts.serving.front import POOLS, RATE_BURST, RATE_PER_MINUTE
-from scripts.serving.processes import models_value, running_server
+from scripts.serving.harness import running_server
+from scripts.serving.processes import models_value
 from tests.hostile_inputs import encode, noise_image
 
 MODEL = "model_unet"

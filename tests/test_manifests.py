@@ -13,7 +13,7 @@ import pytest
 from scripts.deploy import kserve_layout, kube
 from scripts.paths import CONFIG, REPO
 from scripts.serving.front import DEFAULT_LISTEN, read_properties
-from scripts.serving.processes import DRAIN_TIMEOUT
+from scripts.serving.supervisor import DRAIN_TIMEOUT
 
 pytestmark = pytest.mark.unit
 

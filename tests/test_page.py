@@ -19,7 +19,7 @@ from models import MODELS
 from models.noise import add_hybrid_noise
 from scripts.paths import IMAGES_DIR
 from scripts.serving.front import WEB_ROOT
-from scripts.serving.processes import Server
+from scripts.serving.harness import Server
 
 SCREENSHOT = "page.png"
 VIEWPORT = {"width": 760, "height": 640}

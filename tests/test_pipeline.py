@@ -12,7 +12,7 @@ from PIL import Image
 from models.imaging import ImageError, decode_image, encode_png
 from models.pipeline import denoise_bytes
 from models.tiling import TileConfig, count_tiles, denoise_tiled
-from scripts.evaluation.evaluate import png_bytes
+from scripts.evaluation.served import png_bytes
 from tests.networks import random_network
 
 TILES = TileConfig(tile=32, overlap=8, batch_size=4)

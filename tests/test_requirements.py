@@ -14,7 +14,7 @@ from scripts.paths import REPO
 
 # What the image runs: the worker's handler, the supervisor (nginx configuration included) and
 # the archive builder (run inside the image).
-SERVING_ENTRY_POINTS = ("handler", "scripts.serving.processes", "scripts.serving.archives")
+SERVING_ENTRY_POINTS = ("handler", "scripts.serving.supervisor", "scripts.serving.archives")
 FIRST_PARTY = {"handler", "models", "scripts", "tests"}
 TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "scikit-image", "opencv-python-headless"}
 
@@ -75,7 +75,7 @@ def test_the_image_requirements_hold_no_test_tool() -> None:
 def test_the_serving_path_imports_only_what_the_image_installs() -> None:
     """Every third-party module the serving path imports belongs to a distribution in requirements.txt."""
     modules, third_party = serving_imports()
-    assert {"handler", "scripts.serving.processes", "scripts.serving.front", "models.pipeline"} <= modules
+    assert {"handler", "scripts.serving.supervisor", "scripts.serving.processes", "scripts.serving.front", "models.pipeline"} <= modules
     assert not any(module.split(".")[0] == "tests" for module in modules)
     distributions = importlib.metadata.packages_distributions()
     needed = {normalized(dist) for top in third_party for dist in distributions.get(top, [top])}

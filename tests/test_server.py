@@ -2,7 +2,7 @@
 
 Sizes from 1x1 to 4 megapixels, every supported input kind, raw bodies and multipart forms,
 JSON errors, concurrent requests, ``api-test.py`` against the server, and the served quality
-matching ``scripts/evaluation/evaluate.py`` on scikit-image's photographs.
+matching the evaluation's (``scripts/evaluation/served.py``) on scikit-image's photographs.
 """
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ from PIL import Image
 from models import MODELS
 from models.degradations import degrade
 from models.settings import SERVING_CONFIG
-from scripts.evaluation.evaluate import denoise_image, score, served_network
+from scripts.evaluation.served import denoise_image, score, served_network
 from scripts.paths import REPO
 from scripts.serving.front import hidden_pool_suffixes
-from scripts.serving.processes import free_port, models_value, registrations, running_server
+from scripts.serving.harness import free_port, running_server
+from scripts.serving.processes import models_value, registrations
 from scripts.training.dataset import list_images, load_rgb
 from tests.photos import TRAIN_PHOTOS, photo_folder, synthetic_photo
 
@@ -196,7 +197,7 @@ def served_results(server: Any, model: str, images: list[Path]) -> list[tuple[np
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_served_quality_matches_the_evaluation_script(server: Any, model: str, quality_images: list[Path]) -> None:
-    """The served PNG equals scripts/evaluation/evaluate.py's result pixel for pixel, at the precision this machine's decision picks."""
+    """The served PNG equals the evaluation's (scripts/evaluation/served.py) pixel for pixel, at the precision this machine's decision picks."""
     net, precision = served_network(model)
     served, evaluated = [], []
     for clean, noisy, result in served_results(server, model, quality_images):
@@ -252,7 +253,7 @@ def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(mode
 
 @contextmanager
 def serve_script(model_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
-    """``python -m scripts.serving.processes`` (what serve.sh and the image run) on free loopback ports, ready.
+    """``python -m scripts.serving.supervisor`` (what serve.sh and the image run) on free loopback ports, ready.
 
     Yields the process, the front's URL and TorchServe's; everything it starts has ``tmp_path``
     in its command line (TorchServe's temp folder, nginx's run folder), for ``leftovers``.
@@ -266,7 +267,7 @@ def serve_script(model_store: Path, tmp_path: Path) -> Iterator[tuple[subprocess
         "DENOISER_LISTEN": f"127.0.0.1:{ports['front']}",
         "LOG_LOCATION": str(tmp_path), "METRICS_LOCATION": str(tmp_path), "TEMP": str(tmp_path), "TMPDIR": str(tmp_path),
     }
-    command = [sys.executable, "-m", "scripts.serving.processes", "--model-store", str(model_store),
+    command = [sys.executable, "-m", "scripts.serving.supervisor", "--model-store", str(model_store),
                "--models", models_value(["model_unet"])]
     serving = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     front, torchserve = (f"http://127.0.0.1:{ports[name]}" for name in ("front", "inference"))

@@ -41,7 +41,7 @@ from scripts.deploy import kube
 from scripts.dev.requirements import dev_only_names, normalized
 from scripts.paths import CONFIG, REPO
 from scripts.serving.front import DEFAULT_LISTEN, read_properties
-from scripts.serving.processes import free_port
+from scripts.serving.harness import free_port
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "denoiser-podman"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -61,7 +61,7 @@ from models.registry import weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
 from scripts.evaluation import ffdnet
-from scripts.evaluation.evaluate import png_bytes, served_network
+from scripts.evaluation.served import png_bytes, served_network
 from scripts.paths import corpus_split, split_argument
 from scripts.training.dataset import load_rgb
 
@@ -316,7 +316,7 @@ def inference_url(cfg: BenchConfig, url: str | None) -> Iterator[str]:
         yield url.rstrip("/")
         return
     from scripts.serving.archives import build_store
-    from scripts.serving.processes import running_server
+    from scripts.serving.harness import running_server
 
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         store = Path(tmp)

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR
 from models.degradations import PRESETS, degrade
-from scripts.evaluation.evaluate import DEFAULT_SEED, denoise_image, served_network
 from scripts.evaluation.metrics import psnr
+from scripts.evaluation.served import DEFAULT_SEED, denoise_image, served_network
 from scripts.paths import IMAGES_DIR, split_argument
 from scripts.training.dataset import list_images, load_rgb
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable
@@ -26,27 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
-from models import MODELS, WEIGHTS_DIR, load_pretrained
+from models import MODELS, WEIGHTS_DIR
 from models.degradations import PRESETS, degrade
-from models.graphs import serving_graph, trace_graphs
 from models.noise import ResidualStats
-from models.pipeline import denoise_bytes
 from models.precision import PRECISIONS
-from models.registry import graphs_id, weight_paths
+from models.registry import weight_paths
 from models.settings import HandlerSettings
-from models.tiling import Network, TileConfig
 from scripts.evaluation import ffdnet
 from scripts.evaluation.baselines import BASELINES, available, oracle_sigma
-from scripts.evaluation.metrics import psnr
+from scripts.evaluation.served import DEFAULT_SEED, denoise_image, score, served_network
 from scripts.paths import RUNS_DIR, corpus_split, split_argument
 from scripts.training.dataset import list_images, load_rgb, pixel_hash
 
 OUT_DIR = RUNS_DIR / "eval"
-DEFAULT_SEED = 0
 
 CLASSICAL = ["noisy", *BASELINES]
 PEERS = ["ffdnet"]
@@ -55,35 +48,6 @@ TITLES = {"noisy": "Noisy input", **{n: b.title for n, b in BASELINES.items()}, 
           **{n: s.title for n, s in MODELS.items()}}
 
 Method = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
-
-
-def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, str]:
-    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and its precision."""
-    graphs = trace_graphs(load_pretrained(name, weights_dir))
-    graph, choice = serving_graph(graphs, HandlerSettings(precision=precision), graphs_id(name, weights_dir))
-    return graph, choice.precision
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """A uint8 HxWx3 image as PNG bytes (what a user uploads)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def denoise_image(net: Network, noisy: np.ndarray, tiles: TileConfig = HandlerSettings().tiles) -> np.ndarray:
-    """Denoise a uint8 HxWx3 image exactly as the server answers its PNG upload."""
-    answer = denoise_bytes(net, png_bytes(noisy), tiles)
-    with Image.open(io.BytesIO(answer.png)) as result:
-        return np.asarray(result.convert("RGB"))
-
-
-def score(clean: np.ndarray, result: np.ndarray) -> dict[str, float]:
-    """PSNR (dB) and SSIM of a uint8 result against the clean image (data range 255)."""
-    return {
-        "psnr": psnr(clean, result),
-        "ssim": float(structural_similarity(clean, result, data_range=255, channel_axis=2)),
-    }
 
 
 def file_hash(path: Path) -> str:

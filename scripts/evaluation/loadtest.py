@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         url, management_url = args.url, args.management_url
         startup_s = None
         if args.serve:
-            from scripts.serving.processes import running_server
+            from scripts.serving.harness import running_server
 
             started = time.perf_counter()
             server = stack.enter_context(running_server(args.model_store))

@@ -91,7 +91,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start a loopback TorchServe with one model, measure each size, print a JSON table."""
-    from scripts.serving.processes import models_value, running_server
+    from scripts.serving.harness import running_server
+    from scripts.serving.processes import models_value
 
     args = parse_args(argv)
     with running_server(args.model_store, models=models_value([args.model])) as server:

@@ -28,7 +28,7 @@ from models.noise_steps import to_uint8
 from models.pipeline import denoise_bytes
 from models.settings import HandlerSettings
 from models.tiling import denoise_whole, edge_margin
-from scripts.evaluation.evaluate import png_bytes, score, served_network
+from scripts.evaluation.served import png_bytes, score, served_network
 from scripts.paths import split_argument
 from scripts.training.dataset import list_images, load_rgb
 

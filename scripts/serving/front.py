@@ -11,7 +11,8 @@ with the handler's JSON shape. Its values come from one place each:
 - the worker pools per endpoint (``POOLS``) and the per-client pixel budget (``PIXELS_PER_MINUTE``,
   ``PIXEL_BURST``) below, which ``nginx/gate.lua`` applies before a request reaches TorchServe.
 
-This module only renders text and builds command lines; ``scripts/serving/processes.py`` runs the processes.
+This module only renders text and builds command lines; ``scripts/serving/processes.py`` starts the
+processes (for the supervisor and the test harness).
 """
 from __future__ import annotations
 

@@ -1,0 +1,55 @@
+"""What the evaluation tools and the tests share: the network the handler would serve, an image as the PNG
+a user uploads, an image denoised exactly as the server answers it, and the scores of a result.
+
+``served_network`` picks the graph by the handler's own rule (``models.graphs.serving_graph``, the
+same cached precision decision), so a result here is the served answer, pixel for pixel.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from models import WEIGHTS_DIR, load_pretrained
+from models.graphs import serving_graph, trace_graphs
+from models.pipeline import denoise_bytes
+from models.registry import graphs_id
+from models.settings import HandlerSettings
+from models.tiling import Network, TileConfig
+from scripts.evaluation.metrics import psnr
+
+# The seed of the degradations (image ``i`` gets ``numpy.random.default_rng([seed, i])``) that
+# evaluate and collage use unless told otherwise.
+DEFAULT_SEED = 0
+
+
+def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, str]:
+    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and its precision."""
+    graphs = trace_graphs(load_pretrained(name, weights_dir))
+    graph, choice = serving_graph(graphs, HandlerSettings(precision=precision), graphs_id(name, weights_dir))
+    return graph, choice.precision
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 HxWx3 image as PNG bytes (what a user uploads)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def denoise_image(net: Network, noisy: np.ndarray, tiles: TileConfig = HandlerSettings().tiles) -> np.ndarray:
+    """Denoise a uint8 HxWx3 image exactly as the server answers its PNG upload."""
+    answer = denoise_bytes(net, png_bytes(noisy), tiles)
+    with Image.open(io.BytesIO(answer.png)) as result:
+        return np.asarray(result.convert("RGB"))
+
+
+def score(clean: np.ndarray, result: np.ndarray) -> dict[str, float]:
+    """PSNR (dB) and SSIM of a uint8 result against the clean image (data range 255)."""
+    return {
+        "psnr": psnr(clean, result),
+        "ssim": float(structural_similarity(clean, result, data_range=255, channel_axis=2)),
+    }
