@@ -1,7 +1,8 @@
-"""Model-store builder: traced archives with the handler, its package and config; up-to-date skips."""
+"""Model-store builder: traced archives with the handler, its whole package and config; up-to-date skips."""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from models import save_weights
 from models.settings import BF16_TOLERANCE, SERVING_CONFIG
+from scripts.serving import archives
 from scripts.serving.archives import TRACE_TOLERANCE, build_archive, checked_graphs, main
 from tests.networks import random_network
 
@@ -41,6 +43,26 @@ def test_archive_holds_model_handler_package_and_config(weights: Path, tmp_path:
     assert stamp["max_abs_diff"]["fp32_vs_eager"] < TRACE_TOLERANCE
     assert 0 < stamp["max_abs_diff"]["bf16_vs_fp32"] <= BF16_TOLERANCE
     assert stamp["training"] == {"val_psnr": 1.0}
+
+
+def test_the_models_package_is_packed_whole_with_its_sub_packages(weights: Path, tmp_path: Path, monkeypatch) -> None:
+    """Every .py under models/, a sub-package's included, goes into the archive; caches and weights do not."""
+    package = tmp_path / "models"
+    shutil.copytree(archives.MODELS_PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    (package / "extra" / "deeper").mkdir(parents=True)
+    (package / "extra" / "__init__.py").write_text("")
+    (package / "extra" / "deeper" / "__init__.py").write_text("")
+    (package / "extra" / "deeper" / "kernel.py").write_text("VALUE = 1\n")
+    (package / "extra" / "__pycache__").mkdir()
+    (package / "extra" / "__pycache__" / "kernel.cpython-311.pyc").write_bytes(b"\0")
+    (package / "extra" / "notes.safetensors").write_bytes(b"\0")
+    monkeypatch.setattr(archives, "MODELS_PACKAGE", package)
+    with zipfile.ZipFile(build_archive(NAME, tmp_path / "store", weights)) as packed:
+        names = set(packed.namelist())
+    sources = {f"models/{path.relative_to(package).as_posix()}" for path in package.rglob("*.py") if "__pycache__" not in path.parts}
+    assert {"models/extra/deeper/kernel.py", "models/extra/__init__.py", "models/tiling.py"} <= sources
+    assert sources <= names
+    assert not any(name.endswith((".pyc", ".safetensors")) or "__pycache__" in name for name in names), sorted(names)
 
 
 def test_up_to_date_archives_are_kept_and_new_weights_rebuild(weights: Path, tmp_path: Path) -> None:

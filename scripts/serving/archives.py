@@ -3,8 +3,9 @@
 For each model: snapshot its weights (training may be rewriting them), rebuild the network,
 trace its fp32 and bf16 graphs (``models.graphs``: channels-last, frozen), check the fp32 graph
 against eager PyTorch and the bf16 graph against the fp32 one, then pack both with
-``torch-model-archiver`` together with ``handler.py``, the ``models`` package (as ``models/``,
-so ``import models.tiling`` works inside the worker) and ``model-config.yaml``
+``torch-model-archiver`` together with ``handler.py``, the ``models`` package whole (as ``models/``,
+every ``.py`` of it, sub-packages included, so ``import models.tiling`` works inside the worker)
+and ``model-config.yaml``
 (``models.settings.SERVING_CONFIG``). A ``<ARCHIVE>.build.json`` stamp beside each archive
 records a fingerprint of everything that went in, so an up-to-date archive is not rebuilt.
 
@@ -55,8 +56,8 @@ def model_config_yaml() -> str:
 
 
 def package_sources() -> list[Path]:
-    """The ``models`` package's Python files (no weights, no caches), sorted."""
-    return sorted(MODELS_PACKAGE.glob("*.py"))
+    """Every Python file of the ``models`` package, sub-packages included (no weights, no caches), sorted."""
+    return sorted(path for path in MODELS_PACKAGE.rglob("*.py") if "__pycache__" not in path.relative_to(MODELS_PACKAGE).parts)
 
 
 def snapshot_weights(name: str, weights_dir: Path, dest: Path) -> Path:
@@ -72,11 +73,12 @@ def snapshot_weights(name: str, weights_dir: Path, dest: Path) -> Path:
 
 
 def fingerprint(name: str, weights_dir: Path) -> str:
-    """SHA-256 of everything an archive is built from: weights, handler, models/*.py, config, tools."""
+    """SHA-256 of everything an archive is built from: weights, handler, the models package, config, tools."""
     digest = hashlib.sha256()
-    inputs = [*weight_paths(name, weights_dir), HANDLER, *package_sources(), Path(__file__)]
-    for path in inputs:
-        digest.update(path.name.encode())
+    inputs = [(path.name, path) for path in (*weight_paths(name, weights_dir), HANDLER, Path(__file__))]
+    inputs += [(path.relative_to(MODELS_PACKAGE).as_posix(), path) for path in package_sources()]
+    for label, path in inputs:
+        digest.update(label.encode())
         digest.update(path.read_bytes())
     digest.update(model_config_yaml().encode())
     digest.update(f"{name} torch {torch.__version__}".encode())
@@ -127,7 +129,9 @@ def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule], identity:
     package = extra / "models"
     package.mkdir(parents=True)
     for source in package_sources():
-        shutil.copy2(source, package / source.name)
+        target = package / source.relative_to(MODELS_PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
     model_file = work / GRAPH_FILES["fp32"]
     graphs["fp32"].save(str(model_file))
     graphs["bf16"].save(str(extra / GRAPH_FILES["bf16"]))
