@@ -26,12 +26,11 @@ from typing import Any
 from scripts.paths import CONFIG
 from scripts.serving.front import front_settings
 from scripts.serving.processes import (
-    WORKER_ENV,
     get,
     registrations,
     start_front,
+    start_torchserve,
     stop,
-    torchserve_command,
     wait_until_ready,
     wait_until_serving,
     worker_log_tail,
@@ -122,7 +121,6 @@ def running_server(
         ports = {key: free_port() for key in ("inference", "management", "metrics", "grpc_inf", "grpc_mgmt", "front")}
         urls = {key: f"http://127.0.0.1:{ports[key]}" for key in ("inference", "management", "metrics", "front")}
         server_env = {
-            **WORKER_ENV,
             **os.environ,
             "TS_INFERENCE_ADDRESS": urls["inference"],
             "TS_MANAGEMENT_ADDRESS": urls["management"],
@@ -138,10 +136,7 @@ def running_server(
             **(env or {}),
         }
         with open(log_dir / "stdout.log", "wb") as output:
-            process = subprocess.Popen(
-                torchserve_command(config, model_store, served),
-                cwd=work, env=server_env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            process = start_torchserve(config, model_store, served, server_env, cwd=work, stdout=output, stderr=subprocess.STDOUT)
         server = Server(urls["front"], urls["inference"], urls["management"], urls["metrics"], log_dir, process)
         front = front_settings(config, work / "nginx", log_dir, server_env, listen=f"127.0.0.1:{ports['front']}")
         try:

@@ -21,7 +21,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from scripts.serving.front import FrontSettings, hidden_pool_suffixes, nginx_command, write_config
 
@@ -88,6 +88,13 @@ def torchserve_command(config: Path, model_store: Path, served: dict[str, str]) 
         sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
         "--ts-config", str(config), "--model-store", str(model_store), "--models", models,
     ]
+
+
+def start_torchserve(config: Path, model_store: Path, served: dict[str, str], environ: dict[str, str], **popen: Any) -> subprocess.Popen:
+    """Start ``torchserve --foreground`` serving ``served`` in a process group of its own, its workers with
+    ``WORKER_ENV`` unless ``environ`` says otherwise; ``popen`` adds ``subprocess.Popen`` arguments (cwd, stdout...)."""
+    return subprocess.Popen(torchserve_command(config, model_store, served), env={**WORKER_ENV, **environ},
+                            start_new_session=True, **popen)
 
 
 def group_alive(pgid: int) -> bool:

@@ -22,16 +22,7 @@ from pathlib import Path
 
 from scripts.paths import CONFIG, MODEL_STORE
 from scripts.serving.front import effective_properties, front_settings
-from scripts.serving.processes import (
-    POLL_INTERVAL,
-    WORKER_ENV,
-    registrations,
-    start_front,
-    stop,
-    torchserve_command,
-    wait_until_ready,
-    wait_until_serving,
-)
+from scripts.serving.processes import POLL_INTERVAL, registrations, start_front, start_torchserve, stop, wait_until_ready, wait_until_serving
 
 # On SIGTERM nginx quits gracefully first (SIGQUIT: it closes its port and finishes the requests in
 # flight), for at most this long, and only then is TorchServe stopped: a pod that Kubernetes
@@ -78,8 +69,7 @@ def serve_foreground(config: Path, model_store: Path, models: str, listen: str |
     with tempfile.TemporaryDirectory(prefix="nginx-") as run_dir:
         front = front_settings(config, Path(run_dir), log_dir, environ, listen=listen)
         try:
-            processes["TorchServe"] = subprocess.Popen(torchserve_command(config, model_store, served),
-                                                       env={**WORKER_ENV, **environ}, start_new_session=True)
+            processes["TorchServe"] = start_torchserve(config, model_store, served, environ)
             wait_until_ready(properties["management_address"], processes["TorchServe"], list(served), STARTUP_TIMEOUT, log_dir)
             processes["nginx"] = start_front(front, environ)
             wait_until_serving(front.url, processes["nginx"])
