@@ -40,7 +40,7 @@ PROFILE_KEEPING_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RG
 ALPHA_COLOUR_MODES = frozenset({"RGBA", "RGBa", "PA"})
 # zlib level 1 with run-length matching only: faster and smaller than level 1's default strategy on
 # a denoised photo, and still small on a mostly black frame, where Huffman-only coding is not
-# (``python -m scripts.evaluation.benchmark --section png``; README "Models"). Decoders see an ordinary PNG.
+# (``python -m scripts.evaluation.benchmark --section png``; docs/performance.md). Decoders see an ordinary PNG.
 PNG_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE
 

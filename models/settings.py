@@ -31,7 +31,7 @@ CHOICE_MARGIN = 0.10
 # registrations of the same archive under another name that the front sends larger images to
 # (scripts/serving/front.py POOLS). 0: the pools alone keep small photos within the acceptance, and a
 # lower priority made a 40 MP photo about 3x slower under a steady stream of small ones
-# (docs/fairness.md, "Priority"); a deployment that favours small photos may raise it.
+# (docs/fairness.md, "Measurements"); a deployment that favours small photos may raise it.
 HIDDEN_POOL_NICE = 0
 
 

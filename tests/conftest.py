@@ -74,7 +74,7 @@ def trained_weights_present() -> bool:
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``UNET.mar``, ``R-UNET.mar`` and ``A-R-UNET.mar`` freshly built from ``models/weights``."""
     if not trained_weights_present():
-        pytest.fail(f"trained weights missing under {WEIGHTS_DIR}: see README, 'Training'")
+        pytest.fail(f"trained weights missing under {WEIGHTS_DIR}: see docs/training.md")
     store = tmp_path_factory.mktemp("model_store")
     build_store(store)
     return store

@@ -1,6 +1,6 @@
 """Turn one original file of a corpus source into the stored photograph.
 
-The steps (README, "Data"): decode with Pillow (or, for the two scipy
+The steps (docs/training.md, "Data"): decode with Pillow (or, for the two scipy
 arrays, from their raw form), apply the EXIF orientation, convert to 8-bit RGB (grey is
 copied into all three channels), shrink with Lanczos so the long side is at most
 ``long_side`` pixels (never enlarged; new size ``round(w*s), round(h*s)``), save as PNG.

@@ -27,7 +27,7 @@ from scripts.evaluation.metrics import psnr
 from scripts.paths import split_argument
 
 # Sigma factor per noise setting, chosen with ``--tune`` on 192x192 centre crops of four
-# validation images (seed 1, not the evaluation seed; grids in the README's results section).
+# validation images (seed 1, not the evaluation seed; grids in docs/results.md).
 # Factors scale the oracle sigma, so gaussian15, gaussian50, poisson and speckle reuse the
 # factors tuned on gaussian25 (CBM3D is told the true std of the noise at factor 1).
 FACTORS: dict[str, dict[str, float]] = {

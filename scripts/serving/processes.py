@@ -30,7 +30,7 @@ POLL_INTERVAL = 0.5
 FRONT_TIMEOUT = 30.0
 # Three workers share two cores, each with two OpenMP threads: threads that spin while they wait
 # (OpenMP's default) starve the other workers' threads. Passive waiting won the load test
-# (`python -m scripts.evaluation.loadtest`, README "Models") against spinning, one thread per worker and a
+# (`python -m scripts.evaluation.loadtest`, docs/performance.md) against spinning, one thread per worker and a
 # short spin (GOMP_SPINCOUNT). The environment can still override it.
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 # Loopback needs no proxy, whatever http_proxy says.
