@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     if args.repeats:
         cfg = replace(cfg, repeats=args.repeats)
     results = run(args.section, cfg, args.url)
-    print(f"{cpu_description()}; torch {torch.__version__}, {cfg.threads} threads, tile {cfg.tile}, batch {cfg.batch}, "
+    print(f"{cpu_description()}, {cfg.threads} threads, tile {cfg.tile}, batch {cfg.batch}, "
           f"{cfg.repeats} interleaved repetitions (medians)\n")
     for section, rows in results.items():
         print(f"## {section}\n\n{table(section, rows)}\n")
