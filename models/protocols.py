@@ -33,8 +33,7 @@ import binascii
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .imaging import ImageError, format_megapixels
 
@@ -53,8 +52,7 @@ V2_SHAPE = '{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "da
 Result = TypeVar("Result")
 
 
-@dataclass(frozen=True)
-class Upload:
+class Upload(NamedTuple):
     """One image of a protocol request: the file's bytes, what errors call it, and its v2 input name."""
 
     label: str
@@ -62,8 +60,7 @@ class Upload:
     name: str | None = None
 
 
-@dataclass(frozen=True)
-class ProtocolRequest:
+class ProtocolRequest(NamedTuple):
     """A parsed v1 or v2 request: its protocol, its images in order, and its v2 ``id`` if it gave one."""
 
     protocol: str

@@ -11,7 +11,8 @@ folder of photographs instead (``--train-src/--val-src``, ``--images``).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,3 +68,14 @@ def split_argument(parser: argparse.ArgumentParser, given: Path | None, split: s
         return corpus_split(split)
     except CorpusMissing as missing:
         parser.error(str(missing))
+
+
+def print_paths(make: Callable[[], Iterable[Path]]) -> int:
+    """A command's ending: print each path ``make()`` yields and return 0, or report a missing input and return 1."""
+    try:
+        for path in make():
+            print(path)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -36,7 +36,7 @@ import zipfile
 from pathlib import Path
 
 from models.settings import SERVING_CONFIG
-from scripts.paths import CONFIG, MODEL_STORE
+from scripts.paths import CONFIG, MODEL_STORE, print_paths
 from scripts.serving.archives import build_store
 from scripts.serving.front import read_properties
 
@@ -154,13 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-store", type=Path, default=MODEL_STORE, help="where the archives are built (default: model_store/)")
     parser.add_argument("--force", action="store_true", help="rebuild the archives even when up to date")
     args = parser.parse_args(argv)
-    try:
-        for path in lay_out(args.out, args.envelope, args.model_store, args.force):
-            print(path)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return print_paths(lambda: lay_out(args.out, args.envelope, args.model_store, args.force))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import yaml
 from models.graphs import EXAMPLE_SHAPE, GRAPH_FILES, trace_graphs, write_identity
 from models.registry import MODELS, WEIGHTS_DIR, graphs_id, load_pretrained, weight_paths
 from models.settings import BF16_TOLERANCE, SERVING_CONFIG, HandlerSettings
-from scripts.paths import MODEL_STORE, REPO
+from scripts.paths import MODEL_STORE, REPO, print_paths
 
 HANDLER = REPO / "handler.py"
 MODELS_PACKAGE = REPO / "models"
@@ -205,13 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--force", action="store_true", help="rebuild even up-to-date archives")
     args = parser.parse_args(argv)
-    try:
-        for path in build_store(args.store, args.models, args.weights_dir, args.force):
-            print(path)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return print_paths(lambda: build_store(args.store, args.models, args.weights_dir, args.force))
 
 
 if __name__ == "__main__":
