@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import requests
 from PIL import Image
 
 from models.noise import add_hybrid_noise
@@ -52,25 +54,48 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer: status, content type and body (error statuses included)."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> dict:
+        """The body as JSON (ValueError when it is not)."""
+        return json.loads(self.body)
+
+
+def fetch(url: str, data: bytes | None = None, timeout: float = 60) -> Answer:
+    """GET ``url`` (or POST ``data`` as the raw body) with the standard library; OSError when unreachable."""
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/octet-stream"} if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Answer(response.status, response.headers.get("Content-Type", ""), response.read())
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, error.headers.get("Content-Type", ""), error.read())
+
+
 def check_ping(url: str) -> Check:
     """``GET /ping`` answers 200 with status Healthy."""
     try:
-        answer = requests.get(f"{url}/ping", timeout=30)
+        answer = fetch(f"{url}/ping", timeout=30)
         status = answer.json().get("status")
-        return Check("ping", answer.status_code == 200 and status == "Healthy", f"{answer.status_code} {status}")
-    except (requests.RequestException, ValueError) as error:
+        return Check("ping", answer.status == 200 and status == "Healthy", f"{answer.status} {status}")
+    except (OSError, ValueError) as error:
         return Check("ping", False, str(error)[:120])
 
 
 def check_model(url: str, model: str, clean: np.ndarray, noisy: np.ndarray, min_gain: float) -> Check:
     """POST the noisy PNG to ``model``: a same-size PNG at least ``min_gain`` dB better than the input."""
     try:
-        answer = requests.post(f"{url}/predictions/{model}", data=png_bytes(noisy), timeout=TIMEOUT_S)
-    except requests.RequestException as error:
+        answer = fetch(f"{url}/predictions/{model}", png_bytes(noisy), TIMEOUT_S)
+    except OSError as error:
         return Check(model, False, str(error)[:120])
-    if answer.status_code != 200 or answer.headers.get("Content-Type", "").split(";")[0] != "image/png":
-        return Check(model, False, f"{answer.status_code} {answer.headers.get('Content-Type')}: {answer.text[:120]}")
-    result = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"))
+    if answer.status != 200 or answer.content_type.split(";")[0] != "image/png":
+        return Check(model, False, f"{answer.status} {answer.content_type}: {answer.body[:120].decode(errors='replace')}")
+    result = np.asarray(Image.open(io.BytesIO(answer.body)).convert("RGB"))
     if result.shape != clean.shape:
         return Check(model, False, f"size {result.shape[1]}x{result.shape[0]}, sent {clean.shape[1]}x{clean.shape[0]}")
     before, after = psnr(clean, noisy), psnr(clean, result)
@@ -82,13 +107,13 @@ def check_bad_body(url: str, model: str) -> Check:
     """A body that is no image gets a 4xx with a JSON message."""
     name = "not-an-image"
     try:
-        answer = requests.post(f"{url}/predictions/{model}", data=b"this is not an image", timeout=60)
+        answer = fetch(f"{url}/predictions/{model}", b"this is not an image", 60)
         message = answer.json().get("message", "")
-    except requests.RequestException as error:
+    except OSError as error:
         return Check(name, False, str(error)[:120])
     except ValueError:
-        return Check(name, False, f"{answer.status_code}, body is not JSON: {answer.text[:80]}")
-    return Check(name, 400 <= answer.status_code < 500 and bool(message), f"{answer.status_code} {message[:80]}")
+        return Check(name, False, f"{answer.status}, body is not JSON: {answer.body[:80].decode(errors='replace')}")
+    return Check(name, 400 <= answer.status < 500 and bool(message), f"{answer.status} {message[:80]}")
 
 
 def run_checks(url: str, clean: np.ndarray, models: list[str], min_gain: float, seed: int = 0) -> list[Check]:

@@ -13,9 +13,10 @@ from scripts.dev.requirements import DEV, RUNTIME, dev_only_names, normalized, r
 from scripts.paths import REPO
 
 # What the image runs: the worker's handler, the supervisor (nginx configuration included) and
-# the archive builder (run inside the image).
-SERVING_ENTRY_POINTS = ("handler", "scripts.serving.supervisor", "scripts.serving.archives")
-FIRST_PARTY = {"handler", "models", "scripts", "tests"}
+# the archive builder (run inside the image); and api-test.py, which the README runs with the
+# venv that scripts/serve.sh makes.
+SERVING_ENTRY_POINTS = ("handler", "scripts.serving.supervisor", "scripts.serving.archives", "api-test")
+FIRST_PARTY = {"handler", "api-test", "models", "scripts", "tests"}
 TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "scikit-image", "opencv-python-headless"}
 
 
