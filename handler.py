@@ -100,6 +100,17 @@ def is_request_row(context: Any, idx: int, row: Any) -> bool:
     return all(isinstance(context.get_request_header(idx, key), dict) for key in row)
 
 
+def refusal(error: Exception, what: str) -> tuple[int, str]:
+    """The HTTP status and message ``what`` (a request's name in the log) is answered with after ``error``, logged."""
+    if isinstance(error, ImageError):
+        logger.info("%s refused (%d): %s", what, error.status, error.message)
+        return error.status, error.message
+    logger.error("%s failed", what, exc_info=error)
+    if isinstance(error, MemoryError):
+        return 507, "not enough memory for this image: send a smaller one"
+    return 500, "the denoiser failed on this image"
+
+
 def error_body(status: int, message: str) -> bytes:
     """The JSON body answered for a failed request, shaped like TorchServe's own errors."""
     return json.dumps({"code": status, "type": REASONS.get(status, "Error"), "message": message}).encode("utf-8")
@@ -179,15 +190,9 @@ class DenoiserHandler(BaseHandler):
         try:
             parsed = protocols.parse_enveloped(rows)
             results = self.denoise_request(parsed)
-        except ImageError as error:
-            logger.info("request refused (%d): %s", error.status, error.message)
-            raise PredictionException(error.message, error.status) from None
-        except MemoryError:
-            logger.exception("request ran out of memory")
-            raise PredictionException("not enough memory for these images: send smaller ones", 507) from None
-        except Exception:  # noqa: BLE001 - answered as the handler's 500, not TorchServe's 503
-            logger.exception("request failed")
-            raise PredictionException("the denoiser failed on this image", 500) from None
+        except Exception as error:  # noqa: BLE001 - answered with the handler's status, not TorchServe's 503
+            status, message = refusal(error, "request")
+            raise PredictionException(message, status) from None
         self.record(0, context, results)
         context.set_response_content_type(0, JSON)
         return protocols.enveloped_outputs(parsed, [done.png for done in results])
@@ -207,13 +212,6 @@ class DenoiserHandler(BaseHandler):
         for idx, request in enumerate(data):
             try:
                 responses.append(self.answer(idx, request, context))
-            except ImageError as error:
-                logger.info("request %d refused (%d): %s", idx, error.status, error.message)
-                responses.append(self.failure(idx, context, error.status, error.message))
-            except MemoryError:
-                logger.exception("request %d ran out of memory", idx)
-                responses.append(self.failure(idx, context, 507, "not enough memory for this image: send a smaller one"))
-            except Exception:  # noqa: BLE001 - one broken request must not fail its batch
-                logger.exception("request %d failed", idx)
-                responses.append(self.failure(idx, context, 500, "the denoiser failed on this image"))
+            except Exception as error:  # noqa: BLE001 - one broken request must not fail its batch
+                responses.append(self.failure(idx, context, *refusal(error, f"request {idx}")))
         return responses
