@@ -93,22 +93,21 @@ class PrecisionChoice:
         return f"{self.precision}: {self.reason}" + (f"; median per batch: {timed}" if timed else "")
 
 
-def synchronise(batch: torch.Tensor) -> None:
-    """Wait for queued CUDA work on ``batch``'s device (nothing to wait for on the CPU)."""
-    if batch.is_cuda:
-        torch.cuda.synchronize(batch.device)
+def synchronise(output: torch.Tensor) -> None:
+    """Wait for the queued CUDA work that makes ``output`` (nothing to wait for on the CPU)."""
+    if output.is_cuda:
+        torch.cuda.synchronize(output.device)
 
 
-def interleaved_medians(graphs: Mapping[str, Graph], batch: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each graph over ``rounds`` rounds of one call each, the order rotating."""
-    names = list(graphs)
+def interleaved_medians(calls: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each call over ``rounds`` rounds of one call each, the order rotating."""
+    names = list(calls)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            graphs[name](batch)
-            synchronise(batch)
+            calls[name]()
             times[name].append(time.perf_counter() - start)
     return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
 
@@ -153,7 +152,7 @@ def choose_precision(
     for _ in range(warm_up):
         for net in timed.values():
             net(batch)
-    seconds = interleaved_medians(timed, batch, rounds)
+    seconds = interleaved_medians({name: lambda net=net: synchronise(net(batch)) for name, net in timed.items()}, rounds)
     reference = timed["fp32"](batch)
     diffs = {name: float((net(batch).float() - reference).abs().max()) for name, net in timed.items() if name != "fp32"}
     served, reason = pick(seconds, diffs, tolerance, margin)

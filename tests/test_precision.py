@@ -71,7 +71,8 @@ def test_medians_are_taken_over_interleaved_rounds() -> None:
             return x
         return run
 
-    medians = interleaved_medians({"a": recording("a", 0.002), "b": recording("b", 0.01)}, BATCH, rounds=4)
+    a, b = recording("a", 0.002), recording("b", 0.01)
+    medians = interleaved_medians({"a": lambda: a(BATCH), "b": lambda: b(BATCH)}, rounds=4)
     assert order == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert medians["a"] < medians["b"]
 

@@ -56,7 +56,7 @@ from models.degradations import degrade
 from models.graphs import trace_graphs
 from models.imaging import PNG_LEVEL, PNG_STRATEGY, decode_image, encode_png
 from models.pipeline import denoise_bytes
-from models.precision import SERVED_PRECISIONS, cpu_flags, cpu_name
+from models.precision import SERVED_PRECISIONS, cpu_flags, cpu_name, interleaved_medians
 from models.registry import weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
@@ -99,14 +99,11 @@ def timed(call: Callable[[], object]) -> float:
 
 
 def interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call, timed in alternating rounds (one warm-up call each first)."""
+    """Median seconds of each call, timed in rotating rounds (``models.precision.interleaved_medians``, the
+    precision decision's timing) after one warm-up call each."""
     for call in calls.values():
         call()
-    times: dict[str, list[float]] = {key: [] for key in calls}
-    for _ in range(repeats):
-        for key, call in calls.items():
-            times[key].append(timed(call))
-    return {key: statistics.median(values) for key, values in times.items()}
+    return interleaved_medians(calls, repeats)
 
 
 def network(name: str, weights_dir: Path) -> torch.nn.Module:
