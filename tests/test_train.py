@@ -5,12 +5,16 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from models import load_pretrained
 from models.degradations import BlindNoiseConfig
+from scripts.paths import REPO
 from scripts.training import train as train_module
 from scripts.training.train import (
     StopFlag,
@@ -206,3 +210,27 @@ def test_init_with_narrower_weights_widens_them_and_starts_from_their_score(phot
 def test_a_validation_photo_that_is_also_a_training_photo_is_refused(photos, tmp_path) -> None:
     with pytest.raises(ValueError, match="also training images"):
         train(config(photos, tmp_path, val_src=photos / "train"))
+
+
+def test_a_stop_sent_to_the_whole_process_group_checkpoints_with_a_loader_process(photos, tmp_path) -> None:
+    """Ctrl-C or ``kill -- -PGID`` reaches the loader process too: the run must still checkpoint and exit 0."""
+    command = [
+        sys.executable, "-m", "scripts.training.train", "--model", "model_runet", "--train-src", str(photos / "train"),
+        "--val-src", str(photos / "val"), "--noise", "gaussian25", "--width", "8", "--depth", "2", "--crops", "32",
+        "--batch", "8", "--epochs", "2", "--epoch-patches", "4000", "--val-patches", "16", "--val-crop", "32",
+        "--workers", "1", "--threads", "1", "--precision", "fp32",
+        "--run-dir", str(tmp_path / "run"), "--weights-dir", str(tmp_path / "weights"),
+    ]
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    output = []
+    for line in run.stdout:
+        output.append(line)
+        if " epoch 1:" in line:
+            break
+    time.sleep(1)  # into epoch 2, a long one: the stop arrives mid-epoch, while the loader is working
+    os.killpg(run.pid, signal.SIGTERM)
+    output += run.stdout.readlines()
+    assert run.wait(timeout=60) == 0, "".join(output)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["state"]
+    assert state["epoch"] == 2 and state["patches"] < 8000, "the run was not stopped mid-epoch"

@@ -186,6 +186,16 @@ class StopFlag:
                 signal.signal(sig, handler)
 
 
+def ignore_stop_signals(_worker: int) -> None:
+    """In a loader process: leave SIGTERM and SIGINT to the training process, which stops the loader itself.
+
+    A signal sent to the whole process group (Ctrl-C, ``kill -- -PGID``, a container's stop) would
+    otherwise end the loader first and fail the run before its ``StopFlag`` could checkpoint.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class Batches:
     """Training batches at the crop the run's progress asks for; the loader is rebuilt when the crop changes."""
 
@@ -206,7 +216,8 @@ class Batches:
             self.iterator = iter(DataLoader(dataset, batch_size=None, num_workers=workers,
                                             pin_memory=torch.cuda.is_available(),
                                             prefetch_factor=4 if workers else None,
-                                            persistent_workers=False))
+                                            persistent_workers=False,
+                                            worker_init_fn=ignore_stop_signals if workers else None))
         return next(self.iterator)
 
 
