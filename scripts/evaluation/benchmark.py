@@ -15,6 +15,11 @@ contender alike, medians:
   channels-last fp32 graph and its bf16 graph (``models.graphs``) on the same batch; speed-up
   = eager time / graph time, the bf16 graph's largest difference from eager, and the graph this
   machine's decision serves (``models.choice_cache``) with its time over the fastest graph's;
+- compiled: the archive's frozen TorchScript graphs against the same network compiled by
+  inductor (``torch.compile`` with frozen weights) and packaged ahead of time
+  (``torch._inductor.aoti_compile_and_package``), at fp32 and under bf16 autocast, on the same
+  batch: time, build seconds and the largest difference from the TorchScript graph of that
+  precision. Inductor writes C++ for the CPU it runs on (a compiler is needed where it compiles);
 - ceiling: each served graph's arithmetic rate (its FLOPs per second, non-convolution work
   included) beside the rate of a large matrix product at the same precision, timed alternately:
   how far the network is from what this CPU's vector units give a dense GEMM;
@@ -66,7 +71,7 @@ from scripts.paths import corpus_split, split_argument
 from scripts.training.dataset import load_rgb
 
 BENCH_IMAGE = "mate-ladybird.png"  # of the corpus's val/, unless --image names another
-SECTIONS = ("models", "graphs", "ceiling", "png", "serving", "peers", "http")
+SECTIONS = ("models", "graphs", "compiled", "ceiling", "png", "serving", "peers", "http")
 NLM_H = 20
 REPORTED_FLAGS = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
 FFDNET_SIGMA = 25.0  # what FFDNet is told in the peers section; its time does not depend on it
@@ -175,6 +180,80 @@ def bench_graphs(cfg: BenchConfig) -> list[dict]:
             "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"],
             "served": served, "served_vs_fastest": medians[served] / min(medians[key] for key in SERVED_PRECISIONS),
         })
+    return rows
+
+
+class Autocast(torch.nn.Module):
+    """``net`` run under CPU bf16 autocast, float32 in and out: what the bf16 graphs compute, as a module to compile."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.net(x).float()
+
+
+def built(build: Callable[[], Callable[[], torch.Tensor]]) -> tuple[Callable[[], torch.Tensor], float]:
+    """``build()``'s call, made once (inductor compiles on the first call), and the seconds both took."""
+    start = time.perf_counter()
+    call = build()
+    call()
+    return call, time.perf_counter() - start
+
+
+def inductor_builds(
+    eager: torch.nn.Module, batch: torch.Tensor, folder: Path,
+) -> dict[str, tuple[Callable[[], torch.Tensor], float]]:
+    """Inductor's graphs of ``eager`` at each served precision on ``batch``: (call, build seconds) keyed ``KIND_PRECISION``.
+
+    ``compile``: ``torch.compile`` with frozen weights; ``aoti``: an AOTInductor package written
+    into ``folder`` and loaded back.
+    """
+    import torch._inductor as inductor
+    from torch._inductor import config as inductor_config
+
+    eager = eager.eval().to(memory_format=torch.channels_last)
+    builds = {}
+    for precision, module in {"fp32": eager, "bf16": Autocast(eager)}.items():
+        def compiled(module: torch.nn.Module = module) -> Callable[[], torch.Tensor]:
+            net = torch.compile(module, dynamic=False)
+            return lambda: net(batch)
+
+        def packaged(module: torch.nn.Module = module, precision: str = precision) -> Callable[[], torch.Tensor]:
+            program = torch.export.export(module, (batch,))
+            package = inductor.aoti_compile_and_package(program, package_path=str(folder / f"{precision}.pt2"))
+            runner = inductor.aoti_load_package(package)
+            return lambda: runner(batch)
+
+        with inductor_config.patch(freezing=True):
+            builds[f"compile_{precision}"] = built(compiled)
+        builds[f"aoti_{precision}"] = built(packaged)
+    return builds
+
+
+def bench_compiled(cfg: BenchConfig) -> list[dict]:
+    """The archive's TorchScript graphs against inductor's compiled and AOT-packaged graphs, per precision, interleaved."""
+    rows = []
+    batch = tile_batch(cfg).contiguous(memory_format=torch.channels_last)
+    for name, eager in each_network(cfg, "compiled"):
+        graphs = trace_graphs(eager)
+        with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
+            builds = {f"torchscript_{key}": (lambda g=graph: g(batch), 0.0) for key, graph in graphs.items()}
+            builds |= inductor_builds(eager, batch, Path(folder))
+            calls = {key: call for key, (call, _) in builds.items()}
+            medians = interleaved(calls, cfg.repeats)
+            outputs = {key: call() for key, call in calls.items()}
+        fastest = min(medians.values())
+        for key, seconds in medians.items():
+            kind, precision = key.split("_")
+            rows.append({
+                "model": name, "graph": kind, "precision": precision, "ms": seconds * 1e3,
+                "vs_torchscript": seconds / medians[f"torchscript_{precision}"], "vs_fastest": seconds / fastest,
+                "build_s": builds[key][1],
+                "max_abs_diff": float((outputs[key] - outputs[f"torchscript_{precision}"]).abs().max()),
+            })
     return rows
 
 
@@ -383,6 +462,8 @@ FORMATS = {
     "graphs": [("model", "{}"), ("eager_ms", "{:.1f}"), ("traced_ms", "{:.1f}"), ("fp32_ms", "{:.1f}"),
                ("bf16_ms", "{:.1f}"), ("traced_speedup", "{:.2f}"), ("fp32_speedup", "{:.2f}"),
                ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}"), ("served", "{}"), ("served_vs_fastest", "{:.2f}")],
+    "compiled": [("model", "{}"), ("graph", "{}"), ("precision", "{}"), ("ms", "{:.1f}"), ("vs_torchscript", "{:.2f}"),
+                 ("vs_fastest", "{:.2f}"), ("build_s", "{:.1f}"), ("max_abs_diff", "{:.4f}")],
     "ceiling": [("model", "{}"), ("precision", "{}"), ("graph_ms", "{:.1f}"), ("graph_gflops_per_s", "{:.0f}"),
                 ("gemm_gflops_per_s", "{:.0f}"), ("share_of_gemm", "{:.2f}")],
     "png": [("image", "{}"), ("megapixels", "{:.2f}"), ("setting", "{}"), ("encode_ms", "{:.1f}"), ("kilobytes", "{:.0f}"),
@@ -409,7 +490,8 @@ def run(sections: list[str], cfg: BenchConfig, url: str | None = None) -> dict[s
     """Run the chosen sections in order; returns their rows."""
     torch.set_num_threads(cfg.threads)
     runners = {
-        "models": bench_models, "graphs": bench_graphs, "ceiling": bench_ceiling, "png": bench_png, "serving": bench_serving,
+        "models": bench_models, "graphs": bench_graphs, "compiled": bench_compiled, "ceiling": bench_ceiling,
+        "png": bench_png, "serving": bench_serving,
         "peers": bench_peers, "http": lambda c: bench_http(c, url),
     }
     return {section: runners[section](cfg) for section in SECTIONS if section in sections}
