@@ -27,15 +27,19 @@ class ModelSpec:
     architecture: type[UNetSkeleton]
     archive: str
     title: str
+    role: str  # what the endpoint is for, as the page and the README say it (docs/results.md measures it)
     config: dict[str, Any] = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("model_unet", UNet, "UNET", "U-Net", {"width": 16, "depth": 4}),
-        ModelSpec("model_runet", ResUNet, "R-UNET", "Residual U-Net", {"width": 16, "depth": 4}),
-        ModelSpec("model_arunet", CBAMResUNet, "A-R-UNET", "Residual U-Net + CBAM", {"width": 16, "depth": 4}),
+        ModelSpec("model_unet", UNet, "UNET", "U-Net",
+                  "The fastest: for previews, large images and many photos.", {"width": 16, "depth": 4}),
+        ModelSpec("model_runet", ResUNet, "R-UNET", "Residual U-Net",
+                  "The highest quality of the three, and the slowest.", {"width": 24, "depth": 4}),
+        ModelSpec("model_arunet", CBAMResUNet, "A-R-UNET", "Residual U-Net + CBAM",
+                  "Between the other two in speed and quality.", {"width": 16, "depth": 4}),
     )
 }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from models import MODELS
 from scripts.paths import REPO
 
 README = REPO / "README.md"
@@ -90,3 +91,10 @@ def test_readme_is_short_and_opens_with_the_space_front_matter() -> None:
     keys = {line.split(":", 1)[0] for line in lines[1:end]}
     assert set(FRONT_MATTER_KEYS) <= keys
     assert "sdk: docker" in lines[1:end]
+
+
+def test_readme_says_what_each_endpoint_is_for_as_the_registry_does() -> None:
+    rows = {cells(row)[0]: cells(row) for _, table in tables(README.read_text()) for row in table}
+    for name, spec in MODELS.items():
+        row = rows[f"`POST /predictions/{name}`"]
+        assert row[1].startswith(spec.title) and row[2] == spec.role, row

@@ -98,7 +98,9 @@ def test_a_dropped_image_and_another_model(page: Any, noisy_photo: Path) -> None
     }""", list(noisy_photo.read_bytes()))
     wait_for_result(page)
     assert page.text_content("#status").startswith("Residual U-Net: ")
+    assert page.text_content("#role") == MODELS["model_runet"].role
     page.select_option("#model", "model_arunet")
+    assert page.text_content("#role") == MODELS["model_arunet"].role
     # A selector, not wait_for_function: the page's Content-Security-Policy forbids eval, which that uses.
     page.wait_for_selector("#status:has-text('Residual U-Net + CBAM: ')", timeout=300_000)
     assert page.is_hidden("#error")
@@ -117,8 +119,9 @@ def test_a_refused_file_shows_the_servers_message(page: Any, server: Server, tmp
 
 def test_page_offers_the_served_models_and_stays_small() -> None:
     html = (WEB_ROOT / "index.html").read_text()
-    options = dict(re.findall(r'<option value="(\w+)"[^>]*>([^<]+)</option>', html))
-    assert options == {name: spec.title for name, spec in MODELS.items()}
+    options = {name: (title, role) for name, role, title in
+               re.findall(r'<option value="(\w+)" data-role="([^"]+)"[^>]*>([^<]+)</option>', html)}
+    assert options == {name: (spec.title, spec.role) for name, spec in MODELS.items()}
     files = sorted(WEB_ROOT.iterdir())
     assert [path.name for path in files] == ["app.js", "index.html", "style.css"]
     assert sum(path.stat().st_size for path in files) < PAGE_BYTES_LIMIT

@@ -1,10 +1,11 @@
-// The page at /: sends the picked or dropped image to POST /predictions/<model> on this origin and
-// shows input and result under a comparison slider, with the time taken, the sizes, the server's
-// JSON message when it refuses the file, and a download link for the PNG.
+// The page at /: says what the chosen model is for, sends the picked or dropped image to
+// POST /predictions/<model> on this origin and shows input and result under a comparison slider,
+// with the time taken, the sizes, the server's JSON message when it refuses the file, and a
+// download link for the PNG.
 "use strict";
 
 const el = Object.fromEntries(
-  ["file", "drop", "model", "status", "error", "compare", "input", "result", "slider", "download"]
+  ["file", "drop", "model", "role", "status", "error", "compare", "input", "result", "slider", "download"]
     .map((id) => [id, document.getElementById(id)]),
 );
 let chosen = null;      // the File being denoised
@@ -82,8 +83,15 @@ function choose(file) {
   denoise();
 }
 
+function describe() {
+  el.role.textContent = el.model.selectedOptions[0].dataset.role;
+}
+
 el.file.addEventListener("change", () => choose(el.file.files[0]));
-el.model.addEventListener("change", denoise);
+el.model.addEventListener("change", () => {
+  describe();
+  denoise();
+});
 el.slider.addEventListener("input", split);
 el.drop.addEventListener("dragover", (event) => {
   event.preventDefault();
@@ -95,3 +103,4 @@ el.drop.addEventListener("drop", (event) => {
   el.drop.classList.remove("over");
   choose(event.dataTransfer.files[0]);
 });
+describe();
