@@ -26,11 +26,14 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # TorchServe's frontend is a Java application: a headless JRE is enough. nginx is the public
 # front (scripts/serving/front.py renders its configuration; it runs as uid 1000 like everything
 # else), with Debian's Lua module for its gate (nginx/gate.lua: pixel budget and pools).
+# g++ lets each worker compile its network for the CPU it runs on (models/compiled.py: an
+# AOTInductor package, timed against TorchScript and served only where clearly faster); the
+# Space's CPU is unknown when the image is built, so nothing is compiled here.
 # None is version-pinned on purpose: Debian stable only ships security fixes for
 # them, and an exact pin would break the build at the next point release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openjdk-17-jre-headless nginx libnginx-mod-http-lua \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless nginx libnginx-mod-http-lua g++ \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --home-dir /home/user user \
     && mkdir -p /home/user/app "$TEMP" \

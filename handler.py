@@ -2,7 +2,8 @@
 
 The only serving-specific file: the request pipeline is ``models.pipeline.denoise_bytes``.
 This file reads the settings, loads the archive's fp32 and bf16 TorchScript graphs once per
-worker, serves the one this machine's decision picks (``models.graphs.serving_graph``), and maps
+worker, serves the one this machine's decision picks (``models.graphs.serving_graph``, which may
+compile the archive's exported program for this CPU instead), and maps
 each request (raw body or multipart form) to a PNG or to a JSON error with its own HTTP
 status, so one bad upload never fails the rest of its batch. A JSON body in KServe's v1 or v2
 shape (``models.protocols``) gets base64 PNGs in the matching JSON answer, on any of
@@ -23,7 +24,8 @@ from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
 from models import protocols
-from models.graphs import GRAPH_FILES, read_identity, serving_graph
+from models.compiled import PROGRAM_FILES
+from models.graphs import GRAPH_FILES, ProgramSource, read_identity, serving_graph
 from models.imaging import ImageError
 from models.pipeline import Denoised, denoise_bytes
 from models.precision import cpu_name
@@ -41,6 +43,14 @@ REASONS = {
     500: "Internal Server Error",
     507: "Insufficient Storage",
 }
+
+
+def archive_programs(model_dir: str) -> ProgramSource | None:
+    """The exported programs packed in the archive (``models.compiled.PROGRAM_FILES``), read when asked; ``None`` without."""
+    paths = {precision: os.path.join(model_dir, name) for precision, name in PROGRAM_FILES.items()}
+    if not all(os.path.exists(path) for path in paths.values()):
+        return None
+    return lambda precision: torch.export.load(paths[precision])
 
 
 def upload_bytes(request: dict[str, Any], content_types: dict[str, str]) -> bytes:
@@ -138,7 +148,8 @@ class DenoiserHandler(BaseHandler):
             if os.path.exists(path := os.path.join(model_dir, name))
         }
         self.tiles = self.settings.tiles
-        self.model, self.choice = serving_graph(graphs, self.settings, read_identity(model_dir), self.device)
+        self.model, self.choice = serving_graph(graphs, self.settings, read_identity(model_dir), self.device,
+                                                archive_programs(model_dir))
         logger.info(
             "denoiser %s (registered as %s) on %s (%s) with %d threads serves %s, %s",
             self.manifest["model"]["modelName"], context.model_name, self.device, cpu_name(), torch.get_num_threads(),

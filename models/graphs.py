@@ -2,25 +2,31 @@
 
 The fp32 graph computes what the eager network does; the bf16 graph is traced under CPU
 autocast, so its convolutions run in bfloat16 (on AVX512-BF16/AMX units where present) while
-its input and output stay float32. ``scripts.serving.archives`` packs both into each archive
-and the evaluation scores the same graphs.
+its input and output stay float32. ``scripts.serving.archives`` packs both into each archive,
+with the exported programs a compiled candidate is built from (``models.compiled``), and the
+evaluation scores the same graphs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .choice_cache import cached_choice, machine_key
-from .precision import PrecisionChoice, choose_precision
+from . import compiled
+from .choice_cache import cached_choice, entry_path, machine_key, writable_cache_dir
+from .precision import TORCHSCRIPT, Graph, PrecisionChoice, choose_compiled, choose_precision
 from .settings import CHOICE_MARGIN, HandlerSettings
 
 EXAMPLE_SHAPE = (1, 3, HandlerSettings.tile, HandlerSettings.tile)  # one served tile
 GRAPH_FILES = {"fp32": "model.pt", "bf16": "model-bf16.pt"}
 # Written into each archive beside the graphs: which weights they were traced from.
 IDENTITY_FILE = "graphs.json"
+# The exported program of a precision, for a compiled candidate (models.compiled).
+ProgramSource = Callable[[str], torch.export.ExportedProgram]
 # TorchScript's profiling executor optimises a graph after its first calls: make them before serving.
 WARM_UP_CALLS = 2
 
@@ -51,30 +57,72 @@ def trace_graphs(model: torch.nn.Module) -> dict[str, torch.jit.ScriptModule]:
 
 def serving_graph(
     graphs: Mapping[str, torch.jit.ScriptModule], settings: HandlerSettings, graphs_id: str,
-    device: torch.device = torch.device("cpu"),
-) -> tuple[torch.jit.ScriptModule, PrecisionChoice]:
+    device: torch.device = torch.device("cpu"), program: ProgramSource | None = None,
+) -> tuple[Graph, PrecisionChoice]:
     """The graph a worker serves with on ``device``, warmed up, and why it was chosen.
 
     ``graphs_id`` names what the graphs were traced from (``models.registry.graphs_id``). An asked
     precision is taken as it is; ``auto`` is decided once per machine on a full tile batch
     (``models.choice_cache``), so every worker, the evaluation and the tests serve the same graph.
+    Under ``auto``, ``program(precision)`` gives the exported program that a compiled candidate
+    is built from (``models.compiled``), where ``settings.compiled`` allows it, the device is a CPU
+    and a C++ compiler is present; the package is kept beside the decision.
     """
     batch = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile,
                        generator=torch.Generator().manual_seed(0)).to(device)
-
-    def decide() -> PrecisionChoice:
-        return choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN)
+    served: dict[str, Any] = {}
 
     def warm_up(choice: PrecisionChoice) -> None:
+        graph = graphs[choice.precision]
+        if choice.graph == compiled.GRAPH_KIND:
+            try:
+                graph = served.get("candidate") or package_graph(choice.precision, program, package, tuple(batch.shape))
+            except Exception as error:  # noqa: BLE001 - any failure to build or load falls back to TorchScript
+                choice = dataclasses.replace(choice, graph=TORCHSCRIPT,
+                                             reason=f"{choice.reason}; the compiled package failed ({error}), so TorchScript")
         with torch.inference_mode():
             for _ in range(WARM_UP_CALLS):
-                graphs[choice.precision](batch)
+                graph(batch)
+        served.update(graph=graph, choice=choice)
 
     if settings.precision != "auto":
-        choice = decide()
-        warm_up(choice)
-        return graphs[choice.precision], choice
-    rule = {"tolerance": settings.bf16_tolerance, "margin": CHOICE_MARGIN, "graphs": sorted(graphs), "device": str(device)}
+        warm_up(choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN))
+        return served["graph"], served["choice"]
+    compiler = compiled.cxx_compiler() if settings.compiled == "auto" and program and device.type == "cpu" else None
+    rule = {"tolerance": settings.bf16_tolerance, "margin": CHOICE_MARGIN, "graphs": sorted(graphs), "device": str(device),
+            "compiled": settings.compiled, "compiler": compiler}
     key = machine_key(graphs_id, settings.threads, tuple(batch.shape), rule)
-    choice, _ = cached_choice(key, decide, warm_up)
-    return graphs[choice.precision], choice
+    folder = writable_cache_dir()
+    package = entry_path(folder, key).with_suffix(".pt2")
+
+    def decide() -> PrecisionChoice:
+        choice = choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN)
+        if compiler is None:
+            return choice
+        try:
+            served["candidate"] = package_graph(choice.precision, program, package, tuple(batch.shape))
+        except Exception as error:  # noqa: BLE001 - a compiler that fails leaves TorchScript served
+            return dataclasses.replace(choice, reason=f"{choice.reason}; compiling {choice.precision} failed: {error}")
+        choice = choose_compiled(choice, graphs[choice.precision], graphs["fp32"], served["candidate"], compiled.GRAPH_KIND,
+                                 batch, settings.bf16_tolerance, CHOICE_MARGIN)
+        if choice.graph != compiled.GRAPH_KIND:
+            package_path(package, choice.precision).unlink(missing_ok=True)
+        return choice
+
+    cached_choice(key, decide, warm_up, folder)
+    return served["graph"], served["choice"]
+
+
+def package_path(package: Path, precision: str) -> Path:
+    """Where the compiled package of ``precision`` is kept, ``package`` being its decision's entry with suffix ``.pt2``."""
+    return package.with_name(f"{package.stem}-{precision}.pt2")
+
+
+def package_graph(precision: str, program: ProgramSource | None, package: Path, shape: tuple[int, ...]) -> Graph:
+    """The compiled package of ``precision`` for batches of ``shape`` (``package_path``; compiled from ``program`` first when absent)."""
+    path = package_path(package, precision)
+    if not path.exists():
+        if program is None:
+            raise FileNotFoundError(f"{path} is missing and there is no program to compile it from")
+        compiled.compile_package(program(precision), path, shape)
+    return compiled.load_package(path, shape)

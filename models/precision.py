@@ -5,13 +5,15 @@ AMX units; a CUDA GPU with bf16). Candidates are timed on the same real tile bat
 interleaved rounds (one call of each per round, the order rotating), so a burst of load from
 elsewhere slows every graph alike, and compared by their medians. The simpler graph (fp32 before
 bf16) is kept unless another is at least ``margin`` faster and within ``tolerance`` of fp32.
+Where a compiled package of the chosen precision can be built (``models.compiled``), it is
+timed against that TorchScript graph by the same rule (``choose_compiled``).
 ``models.choice_cache`` makes the choice once per machine and keeps it; ``models.graphs`` applies it.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +24,7 @@ CPUINFO = Path("/proc/cpuinfo")
 # Simplest first: a later graph must earn its place by being faster.
 SERVED_PRECISIONS = ("fp32", "bf16")
 PRECISIONS = ("auto", *SERVED_PRECISIONS)
+TORCHSCRIPT = "torchscript"
 
 Graph = Callable[[torch.Tensor], torch.Tensor]
 
@@ -77,12 +80,23 @@ def candidates(available: Mapping[str, object], device: torch.device) -> list[st
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """Which graph a worker serves with, why, and what was measured (median seconds per batch, |diff| to fp32)."""
+    """Which graph a worker serves with, why, and what was measured (median seconds per batch, |diff| to fp32).
+
+    ``graph`` is ``torchscript`` (the archive's graph of ``precision``) or ``aoti`` (a package of
+    that precision compiled here, ``models.compiled``); candidates are named ``fp32``, ``bf16``,
+    ``aoti-fp32`` or ``aoti-bf16`` in ``seconds`` and ``max_abs_diff``.
+    """
 
     precision: str
     reason: str
     seconds: dict[str, float] = field(default_factory=dict)
     max_abs_diff: dict[str, float] = field(default_factory=dict)
+    graph: str = TORCHSCRIPT
+
+    @property
+    def served(self) -> str:
+        """The served candidate's name: the precision, prefixed ``aoti-`` for a compiled package."""
+        return self.precision if self.graph == TORCHSCRIPT else f"{self.graph}-{self.precision}"
 
     def describe(self) -> str:
         """One log line: the choice, the reason and each candidate's median time and difference."""
@@ -90,7 +104,7 @@ class PrecisionChoice:
             f"{name} {seconds * 1000:.1f} ms" + (f" (max |diff| {self.max_abs_diff[name]:.4f})" if name in self.max_abs_diff else "")
             for name, seconds in self.seconds.items()
         )
-        return f"{self.precision}: {self.reason}" + (f"; median per batch: {timed}" if timed else "")
+        return f"{self.served}: {self.reason}" + (f"; median per batch: {timed}" if timed else "")
 
 
 def synchronise(output: torch.Tensor) -> None:
@@ -112,10 +126,18 @@ def interleaved_medians(calls: Mapping[str, Callable[[], object]], rounds: int) 
     return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
 
 
+def warm_medians(graphs: Mapping[str, Graph], batch: torch.Tensor, warm_up: int, rounds: int) -> dict[str, float]:
+    """Each graph's median seconds on ``batch`` (``interleaved_medians``) after ``warm_up`` calls of each."""
+    for _ in range(warm_up):
+        for net in graphs.values():
+            net(batch)
+    return interleaved_medians({name: lambda net=net: synchronise(net(batch)) for name, net in graphs.items()}, rounds)
+
+
 def pick(seconds: Mapping[str, float], diffs: Mapping[str, float], tolerance: float, margin: float) -> tuple[str, str]:
-    """(precision, reason): walk the candidates simplest first; one replaces the kept graph only when
-    it is within ``tolerance`` of fp32 and at least ``margin`` faster than the kept one."""
-    kept, reason = "fp32", "no other graph is within tolerance and enough faster"
+    """(candidate, reason): walk the candidates simplest first, keeping the first (fp32) unless one is
+    within ``tolerance`` of fp32 and at least ``margin`` faster than the kept one."""
+    kept, reason = next(iter(seconds)), "no other graph is within tolerance and enough faster"
     for name in seconds:
         if name == kept:
             continue
@@ -124,7 +146,7 @@ def pick(seconds: Mapping[str, float], diffs: Mapping[str, float], tolerance: fl
         elif seconds[name] > (1 - margin) * seconds[kept]:
             reason = f"{name} is not {margin:.0%} faster than {kept} here"
         else:
-            kept, reason = name, f"{name} is native, at least {margin:.0%} faster and within tolerance"
+            kept, reason = name, f"{name} is at least {margin:.0%} faster than {kept} and within tolerance"
     return kept, reason
 
 
@@ -149,11 +171,28 @@ def choose_precision(
         return PrecisionChoice("fp32", f"fp32 is the only native candidate on {batch.device.type} "
                                        f"(bf16 needs one of {', '.join(BF16_CPU_FLAGS)} and a bf16 graph)")
     timed = {name: graphs[name] for name in names}
-    for _ in range(warm_up):
-        for net in timed.values():
-            net(batch)
-    seconds = interleaved_medians({name: lambda net=net: synchronise(net(batch)) for name, net in timed.items()}, rounds)
+    seconds = warm_medians(timed, batch, warm_up, rounds)
     reference = timed["fp32"](batch)
     diffs = {name: float((net(batch).float() - reference).abs().max()) for name, net in timed.items() if name != "fp32"}
     served, reason = pick(seconds, diffs, tolerance, margin)
     return PrecisionChoice(served, reason, seconds, diffs)
+
+
+@torch.inference_mode()
+def choose_compiled(
+    choice: PrecisionChoice, served: Graph, reference: Graph, compiled: Graph, graph: str, batch: torch.Tensor,
+    tolerance: float, margin: float = 0.10, warm_up: int = 2, rounds: int = 7,
+) -> PrecisionChoice:
+    """``choice`` (TorchScript ``served``), or the compiled graph of its precision where ``pick`` prefers it.
+
+    Both are timed interleaved after ``warm_up`` calls each; the compiled graph's difference is
+    taken against ``reference`` (the fp32 TorchScript graph). The result keeps every timing.
+    """
+    name = f"{graph}-{choice.precision}"
+    seconds = warm_medians({choice.precision: served, name: compiled}, batch, warm_up, rounds)
+    diff = float((compiled(batch).float() - reference(batch)).abs().max())
+    kept, reason = pick(seconds, {name: diff}, tolerance, margin)
+    timings, diffs = {**choice.seconds, **seconds}, {**choice.max_abs_diff, name: diff}
+    if kept == name:
+        return replace(choice, reason=f"{reason} (TorchScript: {choice.reason})", graph=graph, seconds=timings, max_abs_diff=diffs)
+    return replace(choice, reason=f"{choice.reason}; {reason}", seconds=timings, max_abs_diff=diffs)

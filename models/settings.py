@@ -3,7 +3,7 @@
 ``SERVING_CONFIG`` is what ``scripts.serving.archives`` writes into each archive's
 ``model-config.yaml``; its ``handler:`` section is read back by ``HandlerSettings`` in the
 worker, where ``DENOISER_THREADS``, ``DENOISER_PRECISION`` and ``DENOISER_HIDDEN_POOL_NICE`` override it and an unknown key is
-refused. A plain module outside ``handler.py`` because TorchServe's loader requires the handler
+refused (``DENOISER_COMPILED`` overrides ``compiled``). A plain module outside ``handler.py`` because TorchServe's loader requires the handler
 module to define exactly one class.
 """
 from __future__ import annotations
@@ -20,6 +20,11 @@ from .tiling import TileConfig
 THREADS_ENV = "DENOISER_THREADS"
 PRECISION_ENV = "DENOISER_PRECISION"
 HIDDEN_POOL_NICE_ENV = "DENOISER_HIDDEN_POOL_NICE"
+COMPILED_ENV = "DENOISER_COMPILED"
+# Whether the precision decision may time (and then serve) a package compiled on this machine
+# from the archive's exported program (models.compiled): "auto" where a C++ compiler is found,
+# "off" for the TorchScript graphs alone.
+COMPILED_MODES = ("auto", "off")
 # Largest |bf16 - fp32| on the warm-up tiles (0-1 scale) for bf16 to be kept: about 5 steps of
 # 8 bits. The trained networks differ by 0.01-0.02 at worst on random tiles.
 BF16_TOLERANCE = 0.03
@@ -47,9 +52,12 @@ class HandlerSettings:
     precision: str = "auto"
     bf16_tolerance: float = BF16_TOLERANCE
     hidden_pool_nice: int = HIDDEN_POOL_NICE
+    compiled: str = "auto"
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "handler.precision")
+        if self.compiled not in COMPILED_MODES:
+            raise ValueError(f"handler.compiled must be one of {', '.join(COMPILED_MODES)}, not {self.compiled!r}")
         TileConfig(self.tile, self.overlap, self.tile_batch)  # raises ValueError on a bad combination
 
     @classmethod
@@ -67,6 +75,8 @@ class HandlerSettings:
             section["precision"] = environ[PRECISION_ENV]
         if environ.get(HIDDEN_POOL_NICE_ENV):
             section["hidden_pool_nice"] = environ[HIDDEN_POOL_NICE_ENV]
+        if environ.get(COMPILED_ENV):
+            section["compiled"] = environ[COMPILED_ENV]
         casts = {"str": str, "float": float, "int": int}
         return cls(**{key: casts[str(known[key])](value) for key, value in section.items()})
 

@@ -20,6 +20,7 @@ import pytest
 
 from models import MODELS, WEIGHTS_DIR, weight_paths
 from models.choice_cache import CACHE_ENV
+from models.settings import COMPILED_ENV
 from scripts.serving.archives import build_store
 from scripts.serving.harness import Server, running_server
 from tests import isolation
@@ -40,14 +41,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse reads under ``../shared`` for the whole session, and keep precision decisions in a
     session folder that every server started by a test inherits (``models.choice_cache``), so the
-    workers, the evaluation and the tests serve and score the same graphs."""
+    workers, the evaluation and the tests serve and score the same graphs.
+
+    Compiled candidates are off for the session (``DENOISER_COMPILED``): a package takes 20-40 s
+    to build for each network, and most tests make networks of their own. The tests of compiling
+    turn it back on (``tests/test_compiled.py``, ``tests/test_graphs.py``, the real start-up test
+    in ``tests/test_server.py``), and the container test serves with it on.
+    """
     isolation.install()
     os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="denoiser-cache-")
+    os.environ[COMPILED_ENV] = "off"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the session's decision folder."""
     shutil.rmtree(os.environ.pop(CACHE_ENV, ""), ignore_errors=True)
+    os.environ.pop(COMPILED_ENV, None)
 
 
 def item_tiers(item: pytest.Item) -> set[str]:

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from models import save_weights
+from models.compiled import PROGRAM_FILES
 from models.settings import BF16_TOLERANCE, SERVING_CONFIG
 from scripts.serving import archives
 from scripts.serving.archives import TRACE_TOLERANCE, build_archive, checked_graphs, main
@@ -36,12 +37,14 @@ def test_archive_holds_model_handler_package_and_config(weights: Path, tmp_path:
         manifest = json.loads(packed.read("MAR-INF/MANIFEST.json"))
         config = yaml.safe_load(packed.read("model-config.yaml"))
     assert {"model.pt", "model-bf16.pt", "handler.py", "models/tiling.py", "models/pipeline.py", "models/settings.py"} <= names
+    assert set(PROGRAM_FILES.values()) <= names
     assert not any(name.endswith(".safetensors") for name in names)
     assert manifest["model"]["modelName"] == NAME
     assert config == SERVING_CONFIG
     stamp = json.loads((tmp_path / "store" / "R-UNET.build.json").read_text())
     assert stamp["max_abs_diff"]["fp32_vs_eager"] < TRACE_TOLERANCE
     assert 0 < stamp["max_abs_diff"]["bf16_vs_fp32"] <= BF16_TOLERANCE
+    assert stamp["max_abs_diff"]["program_fp32_vs_eager"] < TRACE_TOLERANCE
     assert stamp["training"] == {"val_psnr": 1.0}
 
 

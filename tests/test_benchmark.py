@@ -72,6 +72,8 @@ def test_the_compiled_section_times_inductor_graphs_beside_the_torchscript_ones(
     results = main(["--quick", "--repeats", "1", "--section", "compiled", "--models", "model_unet", "--image", str(image),
                     "--weights-dir", str(weights)])
     rows = {(row["graph"], row["precision"]): row for row in results["compiled"]}
+    (served,) = [key for key in rows if key[0].startswith("served: ")]
+    assert served[0] == f"served: {served[1]}" and rows.pop(served)["max_abs_diff"] < 1e-6  # TorchScript at --quick
     assert set(rows) == {(graph, precision) for graph in ("torchscript", "compile", "aoti") for precision in ("fp32", "bf16")}
     assert all(row["max_abs_diff"] < 1e-4 for (graph, precision), row in rows.items() if precision == "fp32")
     assert all(row["max_abs_diff"] < 0.05 for row in rows.values())

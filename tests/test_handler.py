@@ -28,7 +28,7 @@ from handler import DenoiserHandler, lower_priority_if_hidden, upload_bytes
 from models.graphs import GRAPH_FILES, trace_graphs, write_identity
 from models.imaging import MAX_PIXELS, decode_image
 from models.pipeline import denoise_bytes
-from models.settings import HIDDEN_POOL_NICE_ENV, PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
+from models.settings import COMPILED_ENV, HIDDEN_POOL_NICE_ENV, PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
 from models.tiling import TileConfig, count_tiles
 from scripts.serving.archives import model_config_yaml
 from tests.networks import random_network
@@ -127,7 +127,8 @@ GRAY = RNG.integers(0, 256, (20, 30), dtype=np.uint8)
 def test_initialize_reads_the_yaml_settings_and_loads_torchscript(served) -> None:
     handler, _, _ = served
     assert handler.initialized and handler.device == torch.device("cpu")
-    assert handler.settings == HandlerSettings(threads=1, tile=32, overlap=8, tile_batch=4, max_pixels=5000)
+    # compiled: the test session's DENOISER_COMPILED (tests/conftest.py), over the YAML's default.
+    assert handler.settings == HandlerSettings(threads=1, tile=32, overlap=8, tile_batch=4, max_pixels=5000, compiled="off")
     assert handler.choice.precision in {"fp32", "bf16"} and handler.choice.reason
     assert handler.tiles == TileConfig(32, 8, 4)
     assert torch.get_num_threads() == 1
@@ -137,13 +138,16 @@ def test_initialize_reads_the_yaml_settings_and_loads_torchscript(served) -> Non
 def test_settings_default_to_the_tiling_and_imaging_defaults(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv(THREADS_ENV, raising=False)
     monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.delenv(COMPILED_ENV, raising=False)
     settings = HandlerSettings.from_context(make_context(tmp_path, None))
     assert settings.tiles == TileConfig() and settings.max_pixels == MAX_PIXELS
     assert settings == HandlerSettings() and settings.precision == "auto"
+    assert settings.compiled == "auto"
     monkeypatch.setenv(THREADS_ENV, "3")
     monkeypatch.setenv(PRECISION_ENV, "fp32")
+    monkeypatch.setenv(COMPILED_ENV, "off")
     overridden = HandlerSettings.from_context(make_context(tmp_path, YAML_CONFIG))
-    assert (overridden.threads, overridden.precision) == (3, "fp32")
+    assert (overridden.threads, overridden.precision, overridden.compiled) == (3, "fp32", "off")
 
 
 def test_unknown_or_invalid_settings_are_refused() -> None:
@@ -153,12 +157,15 @@ def test_unknown_or_invalid_settings_are_refused() -> None:
         HandlerSettings.from_section({"precision": "fp16"}, environ={})
     with pytest.raises(ValueError, match="overlap"):
         HandlerSettings.from_section({"tile": 32, "overlap": 16}, environ={})
+    with pytest.raises(ValueError, match="compiled must be one of auto, off"):
+        HandlerSettings.from_section({}, environ={COMPILED_ENV: "yes"})
 
 
 def test_the_archive_config_reads_back_as_the_settings_defaults(monkeypatch, tmp_path: Path) -> None:
     """model-config.yaml as the archive holds it, read the way a worker reads it, gives the defaults."""
     monkeypatch.delenv(THREADS_ENV, raising=False)
     monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.delenv(COMPILED_ENV, raising=False)
     packed = yaml.safe_load(model_config_yaml())
     assert HandlerSettings.from_context(make_context(tmp_path, packed)) == HandlerSettings()
 

@@ -26,8 +26,11 @@ import requests
 from PIL import Image
 
 from models import MODELS
+from models.choice_cache import CACHE_ENV
+from models.compiled import cxx_compiler
 from models.degradations import degrade
-from models.settings import SERVING_CONFIG
+from models.precision import PrecisionChoice
+from models.settings import COMPILED_ENV, SERVING_CONFIG
 from scripts.evaluation.served import denoise_image, score, served_network
 from scripts.paths import REPO
 from scripts.serving.front import hidden_pool_suffixes
@@ -230,24 +233,37 @@ def decisions(server: Any) -> dict[str, list[str]]:
     return found
 
 
-def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(model_store: Path, tmp_path: Path) -> None:
-    """The workers of every pool start together: each model's graphs are timed by one of them, the
-    others take its stored decision, and a restart reads them all back without timing."""
-    env = {"DENOISER_CACHE_DIR": str(tmp_path)}
+def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(
+    model_store: Path, tmp_path: Path, quality_images: list[Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers of every pool start together: each model's graphs are timed by one of them (with a
+    package compiled from the archive's program where a C++ compiler is present), the others take its
+    stored decision, and a restart reads them all back without timing or compiling."""
+    env = {CACHE_ENV: str(tmp_path), COMPILED_ENV: "auto"}
     with running_server(model_store, env=env) as first:
         decided = decisions(first)
         workers = len(registrations(model_store, "all")) // len(MODEL_NAMES)
     entries = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("precision-*.json"))]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     with running_server(model_store, env=env) as second:
         reread = decisions(second)
+        for model in MODEL_NAMES:
+            net, served = served_network(model)
+            for _, noisy, result in served_results(second, model, quality_images[:1]):
+                assert np.array_equal(result, denoise_image(net, noisy)), f"{model} served as {served}"
     assert sorted(entry["key"]["graphs"].split(":")[0] for entry in entries) == MODEL_NAMES
-    stored = {entry["key"]["graphs"].split(":")[0]: entry["choice"]["precision"] for entry in entries}
+    stored = {entry["key"]["graphs"].split(":")[0]: PrecisionChoice(**entry["choice"]).served for entry in entries}
+    packages = {path.name.split("-")[1]: path for path in tmp_path.glob("precision-*-*.pt2")}
+    assert len(packages) == sum(entry["choice"]["graph"] == "aoti" for entry in entries)
     for model in MODEL_NAMES:
         assert len(decided[model]) == len(reread[model]) == workers, (decided[model], reread[model])
         assert all(line.startswith(f"{stored[model]}: ") for line in decided[model] + reread[model])
         timed = [line for line in decided[model] if not line.split(": ", 1)[1].startswith("cached: ")]
         assert len(timed) == 1, decided[model]
         assert "median per batch" in timed[0] or "only native candidate" in timed[0]
+        if cxx_compiler():
+            assert "aoti-" in timed[0], timed[0]
         assert all(line.split(": ", 1)[1].startswith("cached: ") for line in reread[model]), reread[model]
 
 

@@ -253,6 +253,17 @@ def installed_distributions(env: dict[str, str], container: str) -> set[str]:
     return {normalized(entry["name"]) for entry in json.loads(listed)}
 
 
+def decided_candidates(env: dict[str, str], container: str) -> dict[str, list[str]]:
+    """Each stored precision decision in the container's choice cache: the graphs' identity -> the candidates timed."""
+    script = (
+        "import glob, json, os\n"
+        "from models.choice_cache import writable_cache_dir\n"
+        "entries = [json.load(open(p)) for p in glob.glob(os.path.join(writable_cache_dir(), 'precision-*.json'))]\n"
+        "print(json.dumps({e['key']['graphs']: sorted(e['choice']['seconds']) for e in entries}))\n"
+    )
+    return json.loads(podman(env, "exec", container, "python", "-c", script).stdout)
+
+
 def container_ip(env: dict[str, str], container: str) -> str | None:
     """The container's address on podman's network, or None (e.g. rootless slirp4netns)."""
     out = podman(env, "inspect", "--format", "{{.NetworkSettings.IPAddress}}", container).stdout.strip()
@@ -295,13 +306,16 @@ def check_front(url: str) -> None:
 
 
 def check_container(env: dict[str, str], container: str, url: str, tag: str) -> None:
-    """Run api-test.py and the page check through nginx; check the health check, uid 1000, that only nginx's port is
-    public and that no development tool (``requirements-dev.txt``) is installed."""
+    """Run api-test.py and the page check through nginx; check that the workers compiled their packages, the health
+    check, uid 1000, that only nginx's port is public and that no development tool (``requirements-dev.txt``) is installed."""
     subprocess.run([sys.executable, str(API_TEST), "--url", url], check=True, timeout=900, cwd=REPO)
     installed = installed_distributions(env, container)
     assert {"torch", "torchserve"} <= installed, f"pip list is missing the served packages: {sorted(installed)}"
     assert not installed & dev_only_names(), f"development tools in the image: {sorted(installed & dev_only_names())}"
     check_front(url)
+    decided = decided_candidates(env, container)
+    assert decided and all(any(name.startswith("aoti-") for name in timed) for timed in decided.values()), (
+        f"each model's decision must have timed a package compiled in the container: {decided}")
     health = podman(env, "healthcheck", "run", container, check=False)
     assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"
     processes = process_uids(env, container)

@@ -14,12 +14,15 @@ contender alike, medians:
 - graphs: eager fp32, plainly traced fp32 (what was served before), the archive's frozen
   channels-last fp32 graph and its bf16 graph (``models.graphs``) on the same batch; speed-up
   = eager time / graph time, the bf16 graph's largest difference from eager, and the graph this
-  machine's decision serves (``models.choice_cache``) with its time over the fastest graph's;
+  machine's decision serves (``models.choice_cache``; a package compiled here where it won, see
+  ``models.compiled``), timed beside them, with its time over the fastest graph's;
 - compiled: the archive's frozen TorchScript graphs against the same network compiled by
   inductor (``torch.compile`` with frozen weights) and packaged ahead of time
   (``torch._inductor.aoti_compile_and_package``), at fp32 and under bf16 autocast, on the same
   batch: time, build seconds and the largest difference from the TorchScript graph of that
-  precision. Inductor writes C++ for the CPU it runs on (a compiler is needed where it compiles);
+  precision, and the graph this machine's decision serves (``graph`` "served: bf16", "served:
+  aoti-bf16"...) timed beside them, with its time over the fastest's. Inductor writes C++ for the CPU it
+  runs on (a compiler is needed where it compiles);
 - ceiling: each served graph's arithmetic rate (its FLOPs per second, non-convolution work
   included) beside the rate of a large matrix product at the same precision, timed alternately:
   how far the network is from what this CPU's vector units give a dense GEMM;
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -57,6 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR, build_model, load_pretrained
+from models.compiled import Autocast, compile_package, export_program, load_package
 from models.degradations import degrade
 from models.graphs import trace_graphs
 from models.imaging import PNG_LEVEL, PNG_STRATEGY, decode_image, encode_png
@@ -161,6 +166,17 @@ def bench_models(cfg: BenchConfig) -> list[dict]:
     return rows
 
 
+def served_contender(cfg: BenchConfig, name: str) -> tuple[str, Network | None]:
+    """The name of the graph this machine serves for ``name`` and the graph, to time on ``cfg``'s batch.
+
+    A compiled package takes only the batch it was compiled for (the served one): at another
+    ``cfg.tile`` or ``cfg.batch`` (``--quick``) it is named but not timed (``None``).
+    """
+    graph, served = served_network(name, cfg.weights_dir)
+    served_shape = (cfg.tile, cfg.batch) == (HandlerSettings.tile, HandlerSettings.tile_batch)
+    return served, graph if served in SERVED_PRECISIONS or served_shape else None
+
+
 def bench_graphs(cfg: BenchConfig) -> list[dict]:
     """Eager versus each TorchScript graph on the same batch, interleaved."""
     rows = []
@@ -168,31 +184,20 @@ def bench_graphs(cfg: BenchConfig) -> list[dict]:
     for name, eager in each_network(cfg, "graphs"):
         with torch.no_grad():
             traced = torch.jit.trace(eager, batch[:1], check_trace=False)
-        nets = {"eager": eager, "traced": traced, **trace_graphs(eager)}
+        served, served_graph = served_contender(cfg, name)
+        nets = {"eager": eager, "traced": traced, **trace_graphs(eager)} | ({"served": served_graph} if served_graph else {})
         with torch.inference_mode():
             reference = eager(batch)
             medians = interleaved({key: lambda n=net: n(batch) for key, net in nets.items()}, cfg.repeats)
             diffs = {key: float((net(batch) - reference).abs().max()) for key, net in nets.items()}
-        _, served = served_network(name, cfg.weights_dir)
         rows.append({
             "model": name, **{f"{key}_ms": medians[key] * 1e3 for key in nets},
             **{f"{key}_speedup": medians["eager"] / medians[key] for key in nets if key != "eager"},
-            "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"],
-            "served": served, "served_vs_fastest": medians[served] / min(medians[key] for key in SERVED_PRECISIONS),
+            "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"], "served": served,
+            "served_vs_fastest": (medians["served"] / min(medians[key] for key in (*SERVED_PRECISIONS, "served"))
+                                  if served_graph else math.nan),
         })
     return rows
-
-
-class Autocast(torch.nn.Module):
-    """``net`` run under CPU bf16 autocast, float32 in and out: what the bf16 graphs compute, as a module to compile."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.net(x).float()
 
 
 def built(build: Callable[[], Callable[[], torch.Tensor]]) -> tuple[Callable[[], torch.Tensor], float]:
@@ -208,23 +213,22 @@ def inductor_builds(
 ) -> dict[str, tuple[Callable[[], torch.Tensor], float]]:
     """Inductor's graphs of ``eager`` at each served precision on ``batch``: (call, build seconds) keyed ``KIND_PRECISION``.
 
-    ``compile``: ``torch.compile`` with frozen weights; ``aoti``: an AOTInductor package written
-    into ``folder`` and loaded back.
+    ``compile``: ``torch.compile`` with frozen weights; ``aoti``: the package a worker would
+    compile (``models.compiled``), written into ``folder`` and loaded back.
     """
-    import torch._inductor as inductor
     from torch._inductor import config as inductor_config
 
     eager = eager.eval().to(memory_format=torch.channels_last)
+    shape = tuple(batch.shape)
     builds = {}
     for precision, module in {"fp32": eager, "bf16": Autocast(eager)}.items():
         def compiled(module: torch.nn.Module = module) -> Callable[[], torch.Tensor]:
             net = torch.compile(module, dynamic=False)
             return lambda: net(batch)
 
-        def packaged(module: torch.nn.Module = module, precision: str = precision) -> Callable[[], torch.Tensor]:
-            program = torch.export.export(module, (batch,))
-            package = inductor.aoti_compile_and_package(program, package_path=str(folder / f"{precision}.pt2"))
-            runner = inductor.aoti_load_package(package)
+        def packaged(precision: str = precision) -> Callable[[], torch.Tensor]:
+            program = export_program(eager, precision, shape)
+            runner = load_package(compile_package(program, folder / f"{precision}.pt2", shape), shape)
             return lambda: runner(batch)
 
         with inductor_config.patch(freezing=True):
@@ -236,12 +240,15 @@ def inductor_builds(
 def bench_compiled(cfg: BenchConfig) -> list[dict]:
     """The archive's TorchScript graphs against inductor's compiled and AOT-packaged graphs, per precision, interleaved."""
     rows = []
-    batch = tile_batch(cfg).contiguous(memory_format=torch.channels_last)
+    batch = tile_batch(cfg)
     for name, eager in each_network(cfg, "compiled"):
         graphs = trace_graphs(eager)
+        served, served_graph = served_contender(cfg, name)
         with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
             builds = {f"torchscript_{key}": (lambda g=graph: g(batch), 0.0) for key, graph in graphs.items()}
             builds |= inductor_builds(eager, batch, Path(folder))
+            if served_graph:
+                builds[f"served_{served.rsplit('-', 1)[-1]}"] = (lambda: served_graph(batch), 0.0)
             calls = {key: call for key, (call, _) in builds.items()}
             medians = interleaved(calls, cfg.repeats)
             outputs = {key: call() for key, call in calls.items()}
@@ -249,7 +256,7 @@ def bench_compiled(cfg: BenchConfig) -> list[dict]:
         for key, seconds in medians.items():
             kind, precision = key.split("_")
             rows.append({
-                "model": name, "graph": kind, "precision": precision, "ms": seconds * 1e3,
+                "model": name, "graph": f"served: {served}" if kind == "served" else kind, "precision": precision, "ms": seconds * 1e3,
                 "vs_torchscript": seconds / medians[f"torchscript_{precision}"], "vs_fastest": seconds / fastest,
                 "build_s": builds[key][1],
                 "max_abs_diff": float((outputs[key] - outputs[f"torchscript_{precision}"]).abs().max()),

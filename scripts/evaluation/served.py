@@ -6,6 +6,7 @@ same cached precision decision), so a result here is the served answer, pixel fo
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from models import WEIGHTS_DIR, load_pretrained
+from models.compiled import export_program
 from models.graphs import serving_graph, trace_graphs
 from models.pipeline import denoise_bytes
 from models.registry import graphs_id
@@ -27,10 +29,19 @@ DEFAULT_SEED = 0
 
 
 def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, str]:
-    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and its precision."""
-    graphs = trace_graphs(load_pretrained(name, weights_dir))
-    graph, choice = serving_graph(graphs, HandlerSettings(precision=precision), graphs_id(name, weights_dir))
-    return graph, choice.precision
+    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and its name
+    (``models.precision.PrecisionChoice.served``: ``fp32``, ``bf16``, ``aoti-fp32`` or ``aoti-bf16``).
+
+    The settings are the handler's defaults with its environment overrides (``DENOISER_THREADS``,
+    ``DENOISER_COMPILED``), at ``precision``. The exported programs are made as the archive makes
+    them, and only when a package must be compiled.
+    """
+    net = load_pretrained(name, weights_dir)
+    settings = dataclasses.replace(HandlerSettings.from_section(None), precision=precision)
+    shape = (settings.tile_batch, 3, settings.tile, settings.tile)
+    graph, choice = serving_graph(trace_graphs(net), settings, graphs_id(name, weights_dir),
+                                  program=lambda served: export_program(net, served, shape))
+    return graph, choice.served
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -2,7 +2,8 @@
 
 For each model: snapshot its weights (training may be rewriting them), rebuild the network,
 trace its fp32 and bf16 graphs (``models.graphs``: channels-last, frozen), check the fp32 graph
-against eager PyTorch and the bf16 graph against the fp32 one, then pack both with
+against eager PyTorch and the bf16 graph against the fp32 one, export both precisions' programs
+for a full tile batch (``models.compiled``; the fp32 one checked against eager), then pack them all with
 ``torch-model-archiver`` together with ``handler.py``, the ``models`` package whole (as ``models/``,
 every ``.py`` of it, sub-packages included, so ``import models.tiling`` works inside the worker)
 and ``model-config.yaml``
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from models.compiled import save_programs
 from models.graphs import EXAMPLE_SHAPE, GRAPH_FILES, trace_graphs, write_identity
 from models.registry import MODELS, WEIGHTS_DIR, graphs_id, load_pretrained, weight_paths
 from models.settings import BF16_TOLERANCE, SERVING_CONFIG, HandlerSettings
@@ -122,6 +124,18 @@ def checked_graphs(model: torch.nn.Module) -> tuple[dict[str, torch.jit.ScriptMo
     return graphs, diffs
 
 
+def checked_programs(model: torch.nn.Module, folder: Path) -> float:
+    """Export ``model``'s programs into ``folder`` (``models.compiled``); the fp32 program's difference from eager.
+
+    Raises ``RuntimeError`` when it is ``TRACE_TOLERANCE`` or more.
+    """
+    paths = save_programs(model, folder, CHECK_SHAPES[1])
+    diff = max_abs_diff(model.eval(), torch.export.load(str(paths["fp32"])).module(), CHECK_SHAPES[1])
+    if diff >= TRACE_TOLERANCE:
+        raise RuntimeError(f"the exported fp32 program differs from eager by {diff:.3g} (limit {TRACE_TOLERANCE})")
+    return diff
+
+
 def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule], identity: str) -> tuple[Path, Path, Path]:
     """Write the graphs, model-config.yaml and an ``extra/`` folder (bf16 graph, ``models/`` package, the
     graphs' ``identity``) into ``work``."""
@@ -172,6 +186,7 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
             return target
         graphs, diffs = checked_graphs(load_pretrained(name, weights))
         model_file, config_file, extra = stage_files(work, graphs, graphs_id(name, weights))
+        diffs["program_fp32_vs_eager"] = checked_programs(load_pretrained(name, weights), extra)
         export = work / "export"
         export.mkdir()
         run_archiver(name, model_file, config_file, extra, export, work)

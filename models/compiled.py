@@ -1,0 +1,111 @@
+"""Ahead-of-time compiled graphs (AOTInductor), built on the machine that serves them.
+
+An archive carries, beside its TorchScript graphs, each precision's *exported program*
+(``torch.export``): the network's operations and weights, free of any instruction set. Inductor
+generates code for the CPU it compiles on (``-march=native``), so a compiled package is never
+moved between machines: a worker compiles the program of the precision its TorchScript timing
+chose into a package in the choice cache folder (``models.choice_cache``), times the two, and
+serves the package only where it is clearly faster (``models.graphs.serving_graph``). Compiling
+needs a C++ compiler; without one the candidate is skipped and the reason logged.
+
+A package is compiled for one batch shape, the full tile batch: ``PaddedGraph`` pads a smaller
+last batch to it with zeros and drops the padded rows' output. (A package exported with a dynamic
+batch computes the largest batch whatever it is given, at the same cost.)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+# The archive's exported programs, per precision (models.graphs.GRAPH_FILES are the TorchScript graphs).
+PROGRAM_FILES = {"fp32": "program.pt2", "bf16": "program-bf16.pt2"}
+GRAPH_KIND = "aoti"
+
+Graph = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Autocast(torch.nn.Module):
+    """``net`` run under CPU bf16 autocast, float32 in and out: what the bf16 graphs compute, as a module to export."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.net(x).float()
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor would call (``$CXX``, else ``g++``), or ``None`` where there is none."""
+    return shutil.which(os.environ.get("CXX") or "g++")
+
+
+def export_program(net: torch.nn.Module, precision: str, batch_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
+    """``net`` (eval mode, channels-last weights) exported at ``precision`` for batches of ``batch_shape``."""
+    net = net.eval().to(memory_format=torch.channels_last)
+    module = Autocast(net) if precision == "bf16" else net
+    with torch.no_grad():
+        return torch.export.export(module, (torch.rand(batch_shape),))
+
+
+def save_programs(net: torch.nn.Module, folder: Path, batch_shape: tuple[int, ...]) -> dict[str, Path]:
+    """Export ``net`` at every served precision into ``folder`` (``PROGRAM_FILES``); returns the paths."""
+    paths = {}
+    for precision, name in PROGRAM_FILES.items():
+        paths[precision] = Path(folder) / name
+        torch.export.save(export_program(net, precision, batch_shape), str(paths[precision]))
+    return paths
+
+
+def input_shape(program: torch.export.ExportedProgram) -> tuple[int, ...]:
+    """The shape of the batch ``program`` was exported for."""
+    name = program.graph_signature.user_inputs[0]
+    return tuple(next(node for node in program.graph.nodes if node.name == name).meta["val"].shape)
+
+
+class PaddedGraph:
+    """A compiled package for batches of ``shape``, called with any batch of 1 to ``shape[0]`` such tiles.
+
+    The package itself checks nothing (AOTInductor reads its input as laid out at compile time),
+    so the tiles' shape is checked here.
+    """
+
+    def __init__(self, runner: Graph, shape: tuple[int, ...]) -> None:
+        self.runner = runner
+        self.shape = tuple(shape)
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        count, batch = tiles.shape[0], self.shape[0]
+        if not 0 < count <= batch or tuple(tiles.shape[1:]) != self.shape[1:]:
+            raise ValueError(f"the compiled graph takes 1 to {batch} tiles of {self.shape[1:]}, not {tuple(tiles.shape)}")
+        if count < batch:
+            tiles = torch.cat([tiles, tiles.new_zeros(batch - count, *tiles.shape[1:])])
+        return self.runner(tiles.float().contiguous())[:count]
+
+
+def compile_package(program: torch.export.ExportedProgram, path: Path, shape: tuple[int, ...]) -> Path:
+    """Compile ``program`` for this CPU into the AOTInductor package ``path`` (written whole, then renamed).
+
+    Raises ``ValueError`` unless the program was exported for batches of ``shape``.
+    """
+    import torch._inductor as inductor
+
+    if input_shape(program) != tuple(shape):
+        raise ValueError(f"the program was exported for batches of {input_shape(program)}, not {tuple(shape)}")
+    path = Path(path)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
+    inductor.aoti_compile_and_package(program, package_path=str(partial))
+    os.replace(partial, path)
+    return path
+
+
+def load_package(path: Path, shape: tuple[int, ...]) -> PaddedGraph:
+    """The compiled package at ``path`` (compiled for batches of ``shape``) as a graph taking up to ``shape[0]`` tiles."""
+    import torch._inductor as inductor
+
+    return PaddedGraph(inductor.aoti_load_package(str(path)), shape)
