@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what serving needs, once: a Java runtime for TorchServe's frontend and nginx for the
 # public front with its Lua module (Debian/Ubuntu's headless JRE, nginx and
-# libnginx-mod-http-lua packages through apt-get when one is missing) and the virtual environment .venv with requirements.txt (torch CPU build,
+# libnginx-mod-http-lua packages through apt-get when one is missing), g++ where apt-get can
+# install it (optional: the workers compile their networks for this CPU with it,
+# models/compiled.py) and the virtual environment .venv with requirements.txt (torch CPU build,
 # TorchServe, PyYAML...). With --dev it adds requirements-dev.txt (the offline tools and the
 # test tools). scripts/serving/supervisor.py runs nginx with its own configuration
 # (nginx/nginx.conf.template), never the system's.
@@ -40,9 +42,13 @@ java -version >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 # The front's gate (nginx/gate.lua) runs in Debian's and Ubuntu's Lua module for nginx.
 [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || missing+=(libnginx-mod-http-lua)
+# Optional: without a C++ compiler the workers serve their TorchScript graphs.
+if ! command -v "${CXX:-g++}" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    missing+=(g++)
+fi
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
-        echo "Installing ${missing[*]} (TorchServe's Java frontend, the nginx front and its Lua module)..."
+        echo "Installing ${missing[*]} (TorchServe's Java frontend, the nginx front and its Lua module, a C++ compiler)..."
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     else
