@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,11 +47,11 @@ REASONS = {
 
 
 def archive_programs(model_dir: str) -> ProgramSource | None:
-    """The exported programs packed in the archive (``models.compiled.PROGRAM_FILES``), read when asked; ``None`` without."""
+    """The exported programs' files in the archive (``models.compiled.PROGRAM_FILES``) by precision; ``None`` without."""
     paths = {precision: os.path.join(model_dir, name) for precision, name in PROGRAM_FILES.items()}
     if not all(os.path.exists(path) for path in paths.values()):
         return None
-    return lambda precision: torch.export.load(paths[precision])
+    return lambda precision: Path(paths[precision])
 
 
 def upload_bytes(request: dict[str, Any], content_types: dict[str, str]) -> bytes:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -24,6 +26,9 @@ import torch
 # The archive's exported programs, per precision (models.graphs.GRAPH_FILES are the TorchScript graphs).
 PROGRAM_FILES = {"fp32": "program.pt2", "bf16": "program-bf16.pt2"}
 GRAPH_KIND = "aoti"
+# A worker gives up on compiling after this long (inductor took 4-24 s per network on 2 cores)
+# and serves TorchScript.
+COMPILE_TIMEOUT_S = 300.0
 
 Graph = Callable[[torch.Tensor], torch.Tensor]
 
@@ -104,8 +109,35 @@ def compile_package(program: torch.export.ExportedProgram, path: Path, shape: tu
     return path
 
 
+def compile_apart(program: Path, path: Path, shape: tuple[int, ...], timeout_s: float = COMPILE_TIMEOUT_S) -> Path:
+    """``compile_package`` of the saved program file ``program``, in a process of its own.
+
+    A worker compiles this way so that the compiler's memory (inductor's code generation holds
+    hundreds of MiB it never gives back) and any crash stay out of the serving process. Raises
+    ``RuntimeError`` with the compiler's last words when it fails.
+    """
+    command = [sys.executable, "-m", "models.compiled", str(program), str(path), *map(str, shape)]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                          timeout=timeout_s)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"compiling {Path(program).name} failed: {last}")
+    return Path(path)
+
+
 def load_package(path: Path, shape: tuple[int, ...]) -> PaddedGraph:
     """The compiled package at ``path`` (compiled for batches of ``shape``) as a graph taking up to ``shape[0]`` tiles."""
     import torch._inductor as inductor
 
     return PaddedGraph(inductor.aoti_load_package(str(path)), shape)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.compiled PROGRAM PACKAGE N C H W``: compile a saved program for batches of N x C x H x W."""
+    program, package, *shape = sys.argv[1:] if argv is None else argv
+    compile_package(torch.export.load(program), Path(package), tuple(int(size) for size in shape))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,8 +25,8 @@ EXAMPLE_SHAPE = (1, 3, HandlerSettings.tile, HandlerSettings.tile)  # one served
 GRAPH_FILES = {"fp32": "model.pt", "bf16": "model-bf16.pt"}
 # Written into each archive beside the graphs: which weights they were traced from.
 IDENTITY_FILE = "graphs.json"
-# The exported program of a precision, for a compiled candidate (models.compiled).
-ProgramSource = Callable[[str], torch.export.ExportedProgram]
+# The saved exported program of a precision (a file), for a compiled candidate (models.compiled).
+ProgramSource = Callable[[str], Path]
 # TorchScript's profiling executor optimises a graph after its first calls: make them before serving.
 WARM_UP_CALLS = 2
 
@@ -64,8 +64,8 @@ def serving_graph(
     ``graphs_id`` names what the graphs were traced from (``models.registry.graphs_id``). An asked
     precision is taken as it is; ``auto`` is decided once per machine on a full tile batch
     (``models.choice_cache``), so every worker, the evaluation and the tests serve the same graph.
-    Under ``auto``, ``program(precision)`` gives the exported program that a compiled candidate
-    is built from (``models.compiled``), where ``settings.compiled`` allows it, the device is a CPU
+    Under ``auto``, ``program(precision)`` gives the saved exported program that a compiled
+    candidate is built from, in a process of its own (``models.compiled``), where ``settings.compiled`` allows it, the device is a CPU
     and a C++ compiler is present; the package is kept beside the decision.
     """
     batch = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile,
@@ -124,5 +124,5 @@ def package_graph(precision: str, program: ProgramSource | None, package: Path, 
     if not path.exists():
         if program is None:
             raise FileNotFoundError(f"{path} is missing and there is no program to compile it from")
-        compiled.compile_package(program(precision), path, shape)
+        compiled.compile_apart(program(precision), path, shape)
     return compiled.load_package(path, shape)

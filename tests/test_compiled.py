@@ -10,6 +10,7 @@ from models.compiled import (
     PROGRAM_FILES,
     Autocast,
     PaddedGraph,
+    compile_apart,
     compile_package,
     cxx_compiler,
     export_program,
@@ -70,11 +71,23 @@ def test_a_program_of_another_shape_is_not_compiled(net: torch.nn.Module, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_compiler_process_that_fails_says_why(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="compiling missing.pt2 failed: .*No such file"):
+        compile_apart(tmp_path / "missing.pt2", tmp_path / "p.pt2", SHAPE)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler: AOTInductor cannot compile here")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_compiled_package_computes_what_the_network_does(net: torch.nn.Module, tmp_path: Path, precision: str) -> None:
-    path = compile_package(export_program(net, precision, SHAPE), tmp_path / f"{precision}.pt2", SHAPE)
-    assert [item.name for item in tmp_path.iterdir()] == [path.name]
+def test_a_package_compiled_in_its_own_process_computes_what_the_network_does(
+    net: torch.nn.Module, tmp_path: Path, precision: str,
+) -> None:
+    folder = tmp_path / "programs"
+    folder.mkdir()
+    program = save_programs(net, folder, SHAPE)[precision]
+    path = compile_apart(program, tmp_path / f"{precision}.pt2", SHAPE)
+    assert sorted(item.name for item in tmp_path.iterdir()) == [path.name, "programs"]
     graph = load_package(path, SHAPE)
     module = Autocast(net) if precision == "bf16" else net
     with torch.inference_mode():

@@ -36,20 +36,20 @@ class Builds:
         self.programs: list[str] = []
         self.seconds, self.offset, self.fail = seconds, offset, False
         monkeypatch.setattr(compiled, "cxx_compiler", lambda: "/usr/bin/c++")
-        monkeypatch.setattr(compiled, "compile_package", self.compile)
+        monkeypatch.setattr(compiled, "compile_apart", self.compile)
         monkeypatch.setattr(compiled, "load_package", self.load)
         monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
 
-    def program(self, name: str) -> str:
+    def program(self, name: str) -> Path:
         self.programs.append(name)
-        return f"program-{name}"
+        return Path(f"program-{name}.pt2")
 
-    def compile(self, program: str, path: Path, shape: tuple[int, ...]) -> Path:
+    def compile(self, program: Path, path: Path, shape: tuple[int, ...]) -> Path:
         if self.fail:
             raise RuntimeError("the compiler crashed")
         assert shape == (2, 3, 8, 8)
         self.compiled.append(path)
-        path.write_text(program)
+        path.write_text(program.name)
         return path
 
     def load(self, path: Path, shape: tuple[int, ...]):

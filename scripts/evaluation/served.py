@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
@@ -39,8 +41,13 @@ def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = 
     net = load_pretrained(name, weights_dir)
     settings = dataclasses.replace(HandlerSettings.from_section(None), precision=precision)
     shape = (settings.tile_batch, 3, settings.tile, settings.tile)
-    graph, choice = serving_graph(trace_graphs(net), settings, graphs_id(name, weights_dir),
-                                  program=lambda served: export_program(net, served, shape))
+    with tempfile.TemporaryDirectory(prefix="denoiser-program-") as folder:
+        def program(precision: str) -> Path:
+            path = Path(folder) / f"{precision}.pt2"
+            torch.export.save(export_program(net, precision, shape), str(path))
+            return path
+
+        graph, choice = serving_graph(trace_graphs(net), settings, graphs_id(name, weights_dir), program=program)
     return graph, choice.served
 
 
