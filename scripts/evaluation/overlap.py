@@ -6,7 +6,7 @@
 Every validation image is degraded as ``scripts.evaluation.evaluate`` does and denoised through the
 served pipeline (``models.pipeline.denoise_bytes``, the graph the handler would choose here)
 with 128x128 tiles at each overlap, and once as a whole image (``models.tiling.denoise_whole``,
-no tiles at all) for reference. Time per megapixel is the pipeline's network and tiling time
+no tiles at all, through the TorchScript graph of the served precision) for reference. Time per megapixel is the pipeline's network and tiling time
 (decode and PNG encode do not depend on the overlap), the median over the images.
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from models import MODELS, WEIGHTS_DIR
+from models import MODELS, WEIGHTS_DIR, load_pretrained
 from models.degradations import PRESETS, degrade
+from models.graphs import trace_graph
 from models.noise_steps import to_uint8
 from models.pipeline import denoise_bytes
 from models.settings import HandlerSettings
@@ -38,6 +39,8 @@ OVERLAPS = (0, 8, 16, 24, 32)
 def measure(name: str, files: list[Path], setting: str, overlaps: tuple[int, ...], weights_dir: Path) -> list[dict]:
     """One row per overlap (and one for the whole image) with mean PSNR and median seconds per MP."""
     net, precision = served_network(name, weights_dir)
+    # A compiled package takes only tile batches: the whole image goes through the TorchScript graph of its precision.
+    whole_net = trace_graph(load_pretrained(name, weights_dir), precision.rsplit("-", 1)[-1])
     base = HandlerSettings().tiles
     psnr: dict[str, list[float]] = {}
     per_mp: dict[str, list[float]] = {}
@@ -55,7 +58,7 @@ def measure(name: str, files: list[Path], setting: str, overlaps: tuple[int, ...
             per_mp.setdefault(key, []).append((answer.seconds["network"] + answer.seconds["tiling"]) / megapixels)
             tiles_per_mp.setdefault(key, []).append(answer.tiles / megapixels)
         tensor = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1))).float() / 255.0
-        whole = denoise_whole(net, tensor, 2 ** MODELS[name].config["depth"])
+        whole = denoise_whole(whole_net, tensor, 2 ** MODELS[name].config["depth"])
         result = to_uint8(whole.numpy().transpose(1, 2, 0))
         psnr.setdefault("whole", []).append(score(clean, result)["psnr"])
     reference = float(np.mean(psnr["whole"]))
