@@ -31,7 +31,7 @@ from scripts.paths import IMAGES_DIR
 CROP = (200, 100, 360, 196)  # left, top, right, bottom of images/clean.png
 # The U-Net's made with the committed weights of 3669773; the Residual U-Net's with its width-24 weights (2026-12-02).
 REFERENCE = {
-    "model_unet": "b22d86fd1b356075e9ae9319c14a9aca321f83f590cce4afba098fc51a4f9473",
+    "model_unet": "f5e88ae87f855cde777ef4c8146a08dd12e95c6d44c5b2565e6e750c3e86cb68",
     "model_runet": "fcff495635c8e29e66618840257f325b39f8973f8600fdd73a89c8592e8d1285",
 }
 
