@@ -194,6 +194,7 @@ def bench_graphs(cfg: BenchConfig) -> list[dict]:
             "model": name, **{f"{key}_ms": medians[key] * 1e3 for key in nets},
             **{f"{key}_speedup": medians["eager"] / medians[key] for key in nets if key != "eager"},
             "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"], "served": served,
+            "served_ms": medians["served"] * 1e3 if served_graph else math.nan,
             "served_vs_fastest": (medians["served"] / min(medians[key] for key in (*SERVED_PRECISIONS, "served"))
                                   if served_graph else math.nan),
         })
@@ -468,7 +469,8 @@ FORMATS = {
     "models": [("model", "{}"), ("parameters", "{:,}"), ("gflops_per_tile", "{:.2f}"), ("tiles_per_second", "{:.1f}")],
     "graphs": [("model", "{}"), ("eager_ms", "{:.1f}"), ("traced_ms", "{:.1f}"), ("fp32_ms", "{:.1f}"),
                ("bf16_ms", "{:.1f}"), ("traced_speedup", "{:.2f}"), ("fp32_speedup", "{:.2f}"),
-               ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}"), ("served", "{}"), ("served_vs_fastest", "{:.2f}")],
+               ("bf16_speedup", "{:.2f}"), ("bf16_max_abs_diff", "{:.4f}"), ("served", "{}"), ("served_ms", "{:.1f}"),
+               ("served_vs_fastest", "{:.2f}")],
     "compiled": [("model", "{}"), ("graph", "{}"), ("precision", "{}"), ("ms", "{:.1f}"), ("vs_torchscript", "{:.2f}"),
                  ("vs_fastest", "{:.2f}"), ("build_s", "{:.1f}"), ("max_abs_diff", "{:.4f}")],
     "ceiling": [("model", "{}"), ("precision", "{}"), ("graph_ms", "{:.1f}"), ("graph_gflops_per_s", "{:.0f}"),
