@@ -26,9 +26,10 @@ import torch
 # The archive's exported programs, per precision (models.graphs.GRAPH_FILES are the TorchScript graphs).
 PROGRAM_FILES = {"fp32": "program.pt2", "bf16": "program-bf16.pt2"}
 GRAPH_KIND = "aoti"
-# A worker gives up on compiling after this long (inductor took 4-24 s per network on 2 cores)
-# and serves TorchScript.
-COMPILE_TIMEOUT_S = 300.0
+# A worker gives up on compiling after this long and serves TorchScript: inductor took 8-21 s per
+# network on 2 cores (docs/performance.md), and TorchServe stops a worker that is not loaded after
+# the model's startupTimeout (models/settings.py).
+COMPILE_TIMEOUT_S = 120.0
 
 Graph = Callable[[torch.Tensor], torch.Tensor]
 
