@@ -18,10 +18,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from .precision import Graph
 
 # The archive's exported programs, per precision (models.graphs.GRAPH_FILES are the TorchScript graphs).
 PROGRAM_FILES = {"fp32": "program.pt2", "bf16": "program-bf16.pt2"}
@@ -30,8 +32,6 @@ GRAPH_KIND = "aoti"
 # network on 2 cores (docs/performance.md), and TorchServe stops a worker that is not loaded after
 # the model's startupTimeout (models/settings.py).
 COMPILE_TIMEOUT_S = 120.0
-
-Graph = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Autocast(torch.nn.Module):
@@ -59,13 +59,16 @@ def export_program(net: torch.nn.Module, precision: str, batch_shape: tuple[int,
         return torch.export.export(module, (torch.rand(batch_shape),))
 
 
+def save_program(net: torch.nn.Module, precision: str, folder: Path, batch_shape: tuple[int, ...]) -> Path:
+    """Export ``net`` at ``precision`` into ``folder`` as its ``PROGRAM_FILES`` file; returns the path."""
+    path = Path(folder) / PROGRAM_FILES[precision]
+    torch.export.save(export_program(net, precision, batch_shape), str(path))
+    return path
+
+
 def save_programs(net: torch.nn.Module, folder: Path, batch_shape: tuple[int, ...]) -> dict[str, Path]:
-    """Export ``net`` at every served precision into ``folder`` (``PROGRAM_FILES``); returns the paths."""
-    paths = {}
-    for precision, name in PROGRAM_FILES.items():
-        paths[precision] = Path(folder) / name
-        torch.export.save(export_program(net, precision, batch_shape), str(paths[precision]))
-    return paths
+    """Export ``net`` at every served precision into ``folder`` (``save_program``); returns the paths."""
+    return {precision: save_program(net, precision, folder, batch_shape) for precision in PROGRAM_FILES}
 
 
 def input_shape(program: torch.export.ExportedProgram) -> tuple[int, ...]:

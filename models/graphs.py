@@ -65,8 +65,9 @@ def serving_graph(
     precision is taken as it is; ``auto`` is decided once per machine on a full tile batch
     (``models.choice_cache``), so every worker, the evaluation and the tests serve the same graph.
     Under ``auto``, ``program(precision)`` gives the saved exported program that a compiled
-    candidate is built from, in a process of its own (``models.compiled``), where ``settings.compiled`` allows it, the device is a CPU
-    and a C++ compiler is present; the package is kept beside the decision.
+    candidate is built from, in a process of its own (``models.compiled``), where
+    ``settings.compiled`` allows it, the device is a CPU and a C++ compiler is present; the
+    package is kept beside the decision.
     """
     batch = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile,
                        generator=torch.Generator().manual_seed(0)).to(device)

@@ -133,5 +133,5 @@ def test_served_network_follows_the_precision_asked_for(tmp_path) -> None:
     x = torch.rand(2, 3, 64, 64)
     fp32, chosen32 = served_network("model_unet", weights, "fp32")
     bf16, chosen16 = served_network("model_unet", weights, "bf16")
-    assert (chosen32, chosen16) == ("fp32", "bf16")
+    assert (chosen32.served, chosen16.served) == ("fp32", "bf16")
     assert 0 < float((fp32(x) - bf16(x)).abs().max()) < 0.05

@@ -205,10 +205,10 @@ def test_served_quality_matches_the_evaluation_script(server: Any, model: str, q
     served, evaluated = [], []
     for clean, noisy, result in served_results(server, model, quality_images):
         expected = denoise_image(net, noisy)
-        assert np.array_equal(result, expected), f"{model} at {precision}"
+        assert np.array_equal(result, expected), f"{model} at {precision.served}"
         served.append(score(clean, result)["psnr"])
         evaluated.append(score(clean, expected)["psnr"])
-    print(json.dumps({"model": model, "precision": precision, "served": served, "evaluated": evaluated}))
+    print(json.dumps({"model": model, "precision": precision.served, "served": served, "evaluated": evaluated}))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -217,7 +217,7 @@ def test_each_forced_precision_serves_what_the_evaluation_scores(
 ) -> None:
     """DENOISER_PRECISION forces the worker's graph; its answers equal the evaluation's at that precision."""
     net, chosen = served_network("model_runet", precision=precision)
-    assert chosen == precision
+    assert chosen.served == precision
     with running_server(model_store, models_value(["model_runet"]), env={"DENOISER_PRECISION": precision}) as one:
         for _, noisy, result in served_results(one, "model_runet", quality_images[:2]):
             assert np.array_equal(result, denoise_image(net, noisy))
@@ -251,7 +251,7 @@ def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(
         for model in MODEL_NAMES:
             net, served = served_network(model)
             for _, noisy, result in served_results(second, model, quality_images[:1]):
-                assert np.array_equal(result, denoise_image(net, noisy)), f"{model} served as {served}"
+                assert np.array_equal(result, denoise_image(net, noisy)), f"{model} served as {served.served}"
     assert sorted(entry["key"]["graphs"].split(":")[0] for entry in entries) == MODEL_NAMES
     stored = {entry["key"]["graphs"].split(":")[0]: PrecisionChoice(**entry["choice"]).served for entry in entries}
     packages = {path.name.split("-")[1]: path for path in tmp_path.glob("precision-*-*.pt2")}

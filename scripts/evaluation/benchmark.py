@@ -21,8 +21,8 @@ contender alike, medians:
   (``torch._inductor.aoti_compile_and_package``), at fp32 and under bf16 autocast, on the same
   batch: time, build seconds and the largest difference from the TorchScript graph of that
   precision, and the graph this machine's decision serves (``graph`` "served: bf16", "served:
-  aoti-bf16"...) timed beside them, with its time over the fastest's. Inductor writes C++ for the CPU it
-  runs on (a compiler is needed where it compiles);
+  aoti-bf16"...) timed beside them, with its time over the fastest's. Inductor writes C++ for
+  the CPU it runs on (a compiler is needed where it compiles);
 - ceiling: each served graph's arithmetic rate (its FLOPs per second, non-convolution work
   included) beside the rate of a large matrix product at the same precision, timed alternately:
   how far the network is from what this CPU's vector units give a dense GEMM;
@@ -66,7 +66,7 @@ from models.degradations import degrade
 from models.graphs import trace_graphs
 from models.imaging import PNG_LEVEL, PNG_STRATEGY, decode_image, encode_png
 from models.pipeline import denoise_bytes
-from models.precision import SERVED_PRECISIONS, cpu_flags, cpu_name, interleaved_medians
+from models.precision import SERVED_PRECISIONS, TORCHSCRIPT, PrecisionChoice, cpu_flags, cpu_name, interleaved_medians
 from models.registry import weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
@@ -166,15 +166,15 @@ def bench_models(cfg: BenchConfig) -> list[dict]:
     return rows
 
 
-def served_contender(cfg: BenchConfig, name: str) -> tuple[str, Network | None]:
-    """The name of the graph this machine serves for ``name`` and the graph, to time on ``cfg``'s batch.
+def served_contender(cfg: BenchConfig, name: str) -> tuple[PrecisionChoice, Network | None]:
+    """This machine's decision for ``name`` and the graph it serves, to time on ``cfg``'s batch.
 
     A compiled package takes only the batch it was compiled for (the served one): at another
     ``cfg.tile`` or ``cfg.batch`` (``--quick``) it is named but not timed (``None``).
     """
-    graph, served = served_network(name, cfg.weights_dir)
+    graph, choice = served_network(name, cfg.weights_dir)
     served_shape = (cfg.tile, cfg.batch) == (HandlerSettings.tile, HandlerSettings.tile_batch)
-    return served, graph if served in SERVED_PRECISIONS or served_shape else None
+    return choice, graph if choice.graph == TORCHSCRIPT or served_shape else None
 
 
 def bench_graphs(cfg: BenchConfig) -> list[dict]:
@@ -193,7 +193,7 @@ def bench_graphs(cfg: BenchConfig) -> list[dict]:
         rows.append({
             "model": name, **{f"{key}_ms": medians[key] * 1e3 for key in nets},
             **{f"{key}_speedup": medians["eager"] / medians[key] for key in nets if key != "eager"},
-            "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"], "served": served,
+            "fp32_max_abs_diff": diffs["fp32"], "bf16_max_abs_diff": diffs["bf16"], "served": served.served,
             "served_ms": medians["served"] * 1e3 if served_graph else math.nan,
             "served_vs_fastest": (medians["served"] / min(medians[key] for key in (*SERVED_PRECISIONS, "served"))
                                   if served_graph else math.nan),
@@ -249,7 +249,7 @@ def bench_compiled(cfg: BenchConfig) -> list[dict]:
             builds = {f"torchscript_{key}": (lambda g=graph: g(batch), 0.0) for key, graph in graphs.items()}
             builds |= inductor_builds(eager, batch, Path(folder))
             if served_graph:
-                builds[f"served_{served.rsplit('-', 1)[-1]}"] = (lambda: served_graph(batch), 0.0)
+                builds[f"served_{served.precision}"] = (lambda: served_graph(batch), 0.0)
             calls = {key: call for key, (call, _) in builds.items()}
             medians = interleaved(calls, cfg.repeats)
             outputs = {key: call() for key, call in calls.items()}
@@ -257,7 +257,7 @@ def bench_compiled(cfg: BenchConfig) -> list[dict]:
         for key, seconds in medians.items():
             kind, precision = key.split("_")
             rows.append({
-                "model": name, "graph": f"served: {served}" if kind == "served" else kind, "precision": precision, "ms": seconds * 1e3,
+                "model": name, "graph": f"served: {served.served}" if kind == "served" else kind, "precision": precision, "ms": seconds * 1e3,
                 "vs_torchscript": seconds / medians[f"torchscript_{precision}"], "vs_fastest": seconds / fastest,
                 "build_s": builds[key][1],
                 "max_abs_diff": float((outputs[key] - outputs[f"torchscript_{precision}"]).abs().max()),
@@ -348,7 +348,7 @@ def bench_serving(cfg: BenchConfig) -> list[dict]:
     tiles_config = HandlerSettings().tiles
     rows = []
     for name in tqdm(cfg.models, desc="serving", unit="model"):
-        graph, precision = served_network(name, cfg.weights_dir)
+        graph, choice = served_network(name, cfg.weights_dir)
         first = denoise_bytes(graph, body, tiles_config)
         height, width, tiles = first.decoded.height, first.decoded.width, first.tiles
         bare = bare_forward(graph, tiles, tiles_config)
@@ -362,7 +362,7 @@ def bench_serving(cfg: BenchConfig) -> list[dict]:
         step_medians = {key: statistics.median(s[key] for s in steps) for key in steps[0]}
         bare_median = statistics.median(bare_times)
         rows.append({
-            "model": name, "precision": precision, "megapixels": height * width / 1e6, "tiles": tiles,
+            "model": name, "precision": choice.served, "megapixels": height * width / 1e6, "tiles": tiles,
             **{f"{key}_ms": value * 1e3 for key, value in step_medians.items()},
             "bare_network_ms": bare_median * 1e3,
             "overhead_ratio": step_medians["total"] / bare_median,

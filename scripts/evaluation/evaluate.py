@@ -103,10 +103,10 @@ def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR, precision: s
             ))
         elif name in MODELS:
             digest = file_hash(weight_paths(name, weights_dir)[0])
-            net, chosen = served_network(name, weights_dir, precision)
+            net, choice = served_network(name, weights_dir, precision)
             result.append(Contender(
                 name, lambda clean, noisy, setting, n=net: denoise_image(n, noisy),
-                lambda setting, d=digest, p=chosen: f"weights={d} {p} tiles={HandlerSettings().tiles}",
+                lambda setting, d=digest, p=choice.served: f"weights={d} {p} tiles={HandlerSettings().tiles}",
             ))
         else:
             raise ValueError(f"unknown method {name!r}; choose from {METHODS}")

@@ -6,8 +6,9 @@
 Every validation image is degraded as ``scripts.evaluation.evaluate`` does and denoised through the
 served pipeline (``models.pipeline.denoise_bytes``, the graph the handler would choose here)
 with 128x128 tiles at each overlap, and once as a whole image (``models.tiling.denoise_whole``,
-no tiles at all, through the TorchScript graph of the served precision) for reference. Time per megapixel is the pipeline's network and tiling time
-(decode and PNG encode do not depend on the overlap), the median over the images.
+no tiles at all, through the TorchScript graph of the served precision) for reference. Time per
+megapixel is the pipeline's network and tiling time (decode and PNG encode do not depend on the
+overlap), the median over the images.
 """
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ OVERLAPS = (0, 8, 16, 24, 32)
 
 def measure(name: str, files: list[Path], setting: str, overlaps: tuple[int, ...], weights_dir: Path) -> list[dict]:
     """One row per overlap (and one for the whole image) with mean PSNR and median seconds per MP."""
-    net, precision = served_network(name, weights_dir)
+    net, choice = served_network(name, weights_dir)
     # A compiled package takes only tile batches: the whole image goes through the TorchScript graph of its precision.
-    whole_net = trace_graph(load_pretrained(name, weights_dir), precision.rsplit("-", 1)[-1])
+    whole_net = trace_graph(load_pretrained(name, weights_dir), choice.precision)
     base = HandlerSettings().tiles
     psnr: dict[str, list[float]] = {}
     per_mp: dict[str, list[float]] = {}
@@ -63,11 +64,11 @@ def measure(name: str, files: list[Path], setting: str, overlaps: tuple[int, ...
         psnr.setdefault("whole", []).append(score(clean, result)["psnr"])
     reference = float(np.mean(psnr["whole"]))
     rows = [{
-        "model": name, "precision": precision, "overlap": overlap, "margin": edge_margin(overlap),
+        "model": name, "precision": choice.served, "overlap": overlap, "margin": edge_margin(overlap),
         "tiles_per_mp": statistics.median(tiles_per_mp[str(overlap)]), "psnr": float(np.mean(psnr[str(overlap)])),
         "vs_whole": float(np.mean(psnr[str(overlap)])) - reference, "seconds_per_mp": statistics.median(per_mp[str(overlap)]),
     } for overlap in overlaps]
-    rows.append({"model": name, "precision": precision, "overlap": "whole image", "margin": "-", "tiles_per_mp": "-",
+    rows.append({"model": name, "precision": choice.served, "overlap": "whole image", "margin": "-", "tiles_per_mp": "-",
                  "psnr": reference, "vs_whole": 0.0, "seconds_per_mp": float("nan")})
     return rows
 

@@ -12,14 +12,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
 from models import WEIGHTS_DIR, load_pretrained
-from models.compiled import export_program
+from models.compiled import save_program
 from models.graphs import serving_graph, trace_graphs
 from models.pipeline import denoise_bytes
+from models.precision import PrecisionChoice
 from models.registry import graphs_id
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
@@ -30,9 +30,9 @@ from scripts.evaluation.metrics import psnr
 DEFAULT_SEED = 0
 
 
-def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, str]:
-    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and its name
-    (``models.precision.PrecisionChoice.served``: ``fp32``, ``bf16``, ``aoti-fp32`` or ``aoti-bf16``).
+def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, PrecisionChoice]:
+    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and the
+    decision (``PrecisionChoice.served`` names it: ``fp32``, ``bf16``, ``aoti-fp32`` or ``aoti-bf16``).
 
     The settings are the handler's defaults with its environment overrides (``DENOISER_THREADS``,
     ``DENOISER_COMPILED``), at ``precision``. The exported programs are made as the archive makes
@@ -42,13 +42,9 @@ def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = 
     settings = dataclasses.replace(HandlerSettings.from_section(None), precision=precision)
     shape = (settings.tile_batch, 3, settings.tile, settings.tile)
     with tempfile.TemporaryDirectory(prefix="denoiser-program-") as folder:
-        def program(precision: str) -> Path:
-            path = Path(folder) / f"{precision}.pt2"
-            torch.export.save(export_program(net, precision, shape), str(path))
-            return path
-
-        graph, choice = serving_graph(trace_graphs(net), settings, graphs_id(name, weights_dir), program=program)
-    return graph, choice.served
+        graph, choice = serving_graph(trace_graphs(net), settings, graphs_id(name, weights_dir),
+                                      program=lambda asked: save_program(net, asked, Path(folder), shape))
+    return graph, choice
 
 
 def png_bytes(image: np.ndarray) -> bytes:

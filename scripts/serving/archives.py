@@ -3,12 +3,12 @@
 For each model: snapshot its weights (training may be rewriting them), rebuild the network,
 trace its fp32 and bf16 graphs (``models.graphs``: channels-last, frozen), check the fp32 graph
 against eager PyTorch and the bf16 graph against the fp32 one, export both precisions' programs
-for a full tile batch (``models.compiled``; the fp32 one checked against eager), then pack them all with
-``torch-model-archiver`` together with ``handler.py``, the ``models`` package whole (as ``models/``,
-every ``.py`` of it, sub-packages included, so ``import models.tiling`` works inside the worker)
-and ``model-config.yaml``
-(``models.settings.SERVING_CONFIG``). A ``<ARCHIVE>.build.json`` stamp beside each archive
-records a fingerprint of everything that went in, so an up-to-date archive is not rebuilt.
+for a full tile batch (``models.compiled``; the fp32 one checked against eager), then pack them
+all with ``torch-model-archiver`` together with ``handler.py``, the ``models`` package whole (as
+``models/``, every ``.py`` of it, sub-packages included, so ``import models.tiling`` works inside
+the worker) and ``model-config.yaml`` (``models.settings.SERVING_CONFIG``). A
+``<ARCHIVE>.build.json`` stamp beside each archive records a fingerprint of everything that went
+in, so an up-to-date archive is not rebuilt.
 
     python -m scripts.serving.archives [--force] [--models model_unet ...]
 """
@@ -184,9 +184,10 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
         target = archive_path(name, store)
         if not force and is_up_to_date(name, store, digest):
             return target
-        graphs, diffs = checked_graphs(load_pretrained(name, weights))
+        model = load_pretrained(name, weights)
+        graphs, diffs = checked_graphs(model)
         model_file, config_file, extra = stage_files(work, graphs, graphs_id(name, weights))
-        diffs["program_fp32_vs_eager"] = checked_programs(load_pretrained(name, weights), extra)
+        diffs["program_fp32_vs_eager"] = checked_programs(model, extra)
         export = work / "export"
         export.mkdir()
         run_archiver(name, model_file, config_file, extra, export, work)
