@@ -53,7 +53,7 @@ COPY --chown=1000:1000 . .
 RUN python -m scripts.serving.archives
 
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=8)"]
 
 # scripts.serving.supervisor runs `torchserve --foreground` with config.properties and model_store/ on

@@ -28,9 +28,10 @@ from .precision import Graph
 # The archive's exported programs, per precision (models.graphs.GRAPH_FILES are the TorchScript graphs).
 PROGRAM_FILES = {"fp32": "program.pt2", "bf16": "program-bf16.pt2"}
 GRAPH_KIND = "aoti"
-# A worker gives up on compiling after this long and serves TorchScript: inductor took 8-21 s per
-# network on 2 cores (docs/performance.md), and TorchServe stops a worker that is not loaded after
-# the model's startupTimeout (models/settings.py).
+# A worker gives up on compiling after this long and serves TorchScript. A compile takes tens of
+# seconds on 2 cores, longer with inductor's cache empty (docs/performance.md, "Compiled graphs");
+# the workers compile one after another under the decision's lock, and TorchServe stops a worker
+# that is not loaded after the model's startupTimeout (models/settings.py).
 COMPILE_TIMEOUT_S = 120.0
 
 

@@ -96,13 +96,15 @@ class HandlerSettings:
 # handler already batches the tiles of one image. responseTimeout covers the largest accepted
 # image (max_pixels) on the slowest network; past it TorchServe would kill the worker.
 # config.properties repeats the workers and the timeout as TorchServe's fallbacks, and nginx waits
-# longer than the timeout: tests/test_shared_settings.py checks that they agree.
+# longer than the timeout: tests/test_shared_settings.py checks that they agree. startupTimeout
+# leaves a worker room to wait for the others' compiles under the decision's lock and make its own
+# (models/compiled.py COMPILE_TIMEOUT_S).
 SERVING_CONFIG: dict[str, Any] = {
     "minWorkers": 1,
     "maxWorkers": 1,
     "batchSize": 1,
     "maxBatchDelay": 0,
     "responseTimeout": 600,
-    "startupTimeout": 180,
+    "startupTimeout": 300,
     "handler": asdict(HandlerSettings()),
 }

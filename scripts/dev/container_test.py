@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from models.settings import COMPILED_ENV
 from scripts.deploy import kube
 from scripts.dev.requirements import dev_only_names, normalized
 from scripts.paths import CONFIG, REPO
@@ -338,11 +339,14 @@ def check_container(env: dict[str, str], container: str, url: str, tag: str) -> 
 
 
 def kube_play_manifest(tag: str, host_port: int) -> str:
-    """The rendered Deployment as ``podman kube play`` runs it here: the test image, and nginx's port
-    published on 127.0.0.1:``host_port`` (a cluster reaches it through the Service instead)."""
+    """The rendered Deployment as ``podman kube play`` runs it here: the test image, nginx's port
+    published on 127.0.0.1:``host_port`` (a cluster reaches it through the Service instead), and
+    no compiled candidates (``DENOISER_COMPILED=off``): the container run before it checks that
+    the image compiles them, and compiling the three again would add a minute to the suite."""
     deployment = kube.find(kube.render("base"), "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     container["image"] = tag
+    container["env"].append({"name": COMPILED_ENV, "value": "off"})
     (http,) = (port for port in container["ports"] if port["name"] == "http")
     http.update({"hostPort": host_port, "hostIP": "127.0.0.1"})
     return yaml.safe_dump(deployment, sort_keys=False)
