@@ -8,6 +8,9 @@ chose into a package in the choice cache folder (``models.choice_cache``), times
 serves the package only where it is clearly faster (``models.graphs.serving_graph``). Compiling
 needs a C++ compiler; without one the candidate is skipped and the reason logged.
 
+An int8 program (``models.quantized``) is compiled the same way, with its weights frozen into
+the package: inductor then folds each quantised weight into oneDNN's int8 convolution.
+
 A package is compiled for one batch shape, the full tile batch: ``PaddedGraph`` pads a smaller
 last batch to it with zeros and drops the padded rows' output. (A package exported with a dynamic
 batch computes the largest batch whatever it is given, at the same cost.)
@@ -57,7 +60,14 @@ def export_program(net: torch.nn.Module, precision: str, batch_shape: tuple[int,
     net = net.eval().to(memory_format=torch.channels_last)
     module = Autocast(net) if precision == "bf16" else net
     with torch.no_grad():
-        return torch.export.export(module, (torch.rand(batch_shape),))
+        program = torch.export.export(module, (torch.rand(batch_shape),))
+    return without_example(program)
+
+
+def without_example(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` without its example input (a full tile batch of random numbers: megabytes not worth saving)."""
+    program.example_inputs = None
+    return program
 
 
 def save_program(net: torch.nn.Module, precision: str, folder: Path, batch_shape: tuple[int, ...]) -> Path:
@@ -98,18 +108,33 @@ class PaddedGraph:
         return self.runner(tiles.float().contiguous())[:count]
 
 
+def register_quantized_ops() -> None:
+    """Make PyTorch know the quantize/dequantize operators an int8 program calls (needed before loading one)."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401 - registers torch.ops.quantized_decomposed
+
+
+def is_quantized(program: torch.export.ExportedProgram) -> bool:
+    """Whether ``program`` quantises its activations (an int8 program, ``models.quantized``)."""
+    return any(node.op == "call_function" and str(node.target).startswith("quantized_decomposed.")
+               for node in program.graph.nodes)
+
+
 def compile_package(program: torch.export.ExportedProgram, path: Path, shape: tuple[int, ...]) -> Path:
     """Compile ``program`` for this CPU into the AOTInductor package ``path`` (written whole, then renamed).
 
-    Raises ``ValueError`` unless the program was exported for batches of ``shape``.
+    An int8 program is compiled with frozen weights. Raises ``ValueError`` unless the program was
+    exported for batches of ``shape``.
     """
     import torch._inductor as inductor
+    from torch._inductor import config as inductor_config
 
     if input_shape(program) != tuple(shape):
         raise ValueError(f"the program was exported for batches of {input_shape(program)}, not {tuple(shape)}")
     path = Path(path)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
-    inductor.aoti_compile_and_package(program, package_path=str(partial))
+    program.example_inputs = ((torch.zeros(shape),), {})  # AOTInductor wants one; only its shape matters
+    with inductor_config.patch(freezing=is_quantized(program)):
+        inductor.aoti_compile_and_package(program, package_path=str(partial))
     os.replace(partial, path)
     return path
 
@@ -140,6 +165,7 @@ def load_package(path: Path, shape: tuple[int, ...]) -> PaddedGraph:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m models.compiled PROGRAM PACKAGE N C H W``: compile a saved program for batches of N x C x H x W."""
     program, package, *shape = sys.argv[1:] if argv is None else argv
+    register_quantized_ops()
     compile_package(torch.export.load(program), Path(package), tuple(int(size) for size in shape))
     return 0
 

@@ -4,13 +4,17 @@ No timing assertions.
 """
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from models import MODELS
+from models.quantized import program_paths
+from models.registry import graphs_id
 from scripts.evaluation import benchmark, ffdnet
 from scripts.evaluation.benchmark import cpu_description, main, tile_flops
 from tests.networks import saved_random_networks
@@ -78,6 +82,20 @@ def test_the_compiled_section_times_inductor_graphs_beside_the_torchscript_ones(
     assert all(row["max_abs_diff"] < 1e-4 for (graph, precision), row in rows.items() if precision == "fp32")
     assert all(row["max_abs_diff"] < 0.05 for row in rows.values())
     assert all(row["build_s"] > 0 for (graph, _), row in rows.items() if graph != "torchscript")
+
+
+def test_an_int8_program_is_timed_at_the_served_batch_where_its_record_keeps_it(weights, tmp_path, capsys) -> None:
+    served = benchmark.BenchConfig(weights_dir=tmp_path, image=Path("unused.png"))
+    quick = replace(served, **benchmark.QUICK)
+    shutil.copytree(weights, tmp_path, dirs_exist_ok=True)
+    assert benchmark.int8_candidate(served, "model_unet") is None
+    assert "model_unet: no int8 program" in capsys.readouterr().err
+    program, record = program_paths("model_unet", tmp_path)
+    program.write_bytes(b"program")
+    record.write_text(json.dumps({"weights": graphs_id("model_unet", tmp_path), "candidate": True, "max_loss_db": 0.0,
+                                  "limit_db": 0.05}))
+    assert benchmark.int8_candidate(served, "model_unet") == program
+    assert benchmark.int8_candidate(quick, "model_unet") is None
 
 
 @pytest.mark.skipif(not ffdnet.available(), reason=f"ffdnet not installed ({ffdnet.INSTALL_HINT})")

@@ -18,10 +18,12 @@ contender alike, medians:
   ``models.compiled``), timed beside them, with its time over the fastest graph's;
 - compiled: the archive's frozen TorchScript graphs against the same network compiled by
   inductor (``torch.compile`` with frozen weights) and packaged ahead of time
-  (``torch._inductor.aoti_compile_and_package``), at fp32 and under bf16 autocast, on the same
-  batch: time, build seconds and the largest difference from the TorchScript graph of that
-  precision, and the graph this machine's decision serves (``graph`` "served: bf16", "served:
-  aoti-bf16"...) timed beside them, with its time over the fastest's. Inductor writes C++ for
+  (``torch._inductor.aoti_compile_and_package``), at fp32 and under bf16 autocast, and the int8
+  program where ``scripts.training.quantize`` kept one for these weights (``models.quantized``;
+  at the served batch only), packaged the same way, on the same batch: time, build seconds and
+  the largest difference from the TorchScript graph of that precision (fp32 for int8), and the
+  graph this machine's decision serves (``graph`` "served: bf16", "served: aoti-bf16"...) timed
+  beside them, with its time over the fastest's. Inductor writes C++ for
   the CPU it runs on (a compiler is needed where it compiles);
 - ceiling: each served graph's arithmetic rate (its FLOPs per second, non-convolution work
   included) beside the rate of a large matrix product at the same precision, timed alternately:
@@ -46,6 +48,7 @@ import io
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 import zlib
@@ -61,13 +64,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR, build_model, load_pretrained
-from models.compiled import Autocast, compile_package, export_program, load_package
+from models.compiled import Autocast, compile_package, export_program, load_package, register_quantized_ops
 from models.degradations import degrade
 from models.graphs import trace_graphs
 from models.imaging import PNG_LEVEL, PNG_STRATEGY, decode_image, encode_png
 from models.pipeline import denoise_bytes
 from models.precision import SERVED_PRECISIONS, TORCHSCRIPT, PrecisionChoice, cpu_flags, cpu_name, interleaved_medians
-from models.registry import weight_paths
+from models.quantized import kept_program
+from models.registry import graphs_id, weight_paths
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
 from scripts.evaluation import ffdnet
@@ -210,12 +214,13 @@ def built(build: Callable[[], Callable[[], torch.Tensor]]) -> tuple[Callable[[],
 
 
 def inductor_builds(
-    eager: torch.nn.Module, batch: torch.Tensor, folder: Path,
+    eager: torch.nn.Module, batch: torch.Tensor, folder: Path, int8: Path | None = None,
 ) -> dict[str, tuple[Callable[[], torch.Tensor], float]]:
     """Inductor's graphs of ``eager`` at each served precision on ``batch``: (call, build seconds) keyed ``KIND_PRECISION``.
 
     ``compile``: ``torch.compile`` with frozen weights; ``aoti``: the package a worker would
-    compile (``models.compiled``), written into ``folder`` and loaded back.
+    compile (``models.compiled``), written into ``folder`` and loaded back; ``aoti_int8`` the same
+    for the saved int8 program ``int8``, when given.
     """
     from torch._inductor import config as inductor_config
 
@@ -235,7 +240,24 @@ def inductor_builds(
         with inductor_config.patch(freezing=True):
             builds[f"compile_{precision}"] = built(compiled)
         builds[f"aoti_{precision}"] = built(packaged)
+    if int8 is not None:
+        def quantized() -> Callable[[], torch.Tensor]:
+            register_quantized_ops()
+            runner = load_package(compile_package(torch.export.load(str(int8)), folder / "int8.pt2", shape), shape)
+            return lambda: runner(batch)
+
+        builds["aoti_int8"] = built(quantized)
     return builds
+
+
+def int8_candidate(cfg: BenchConfig, name: str) -> Path | None:
+    """The int8 program of ``name`` to time (``models.quantized.kept_program``), at the served batch only."""
+    if (cfg.tile, cfg.batch) != (HandlerSettings.tile, HandlerSettings.tile_batch):
+        return None
+    program, why = kept_program(name, cfg.weights_dir, graphs_id(name, cfg.weights_dir))
+    if program is None:
+        print(f"{name}: {why}", file=sys.stderr)
+    return program
 
 
 def bench_compiled(cfg: BenchConfig) -> list[dict]:
@@ -247,7 +269,7 @@ def bench_compiled(cfg: BenchConfig) -> list[dict]:
         served, served_graph = served_contender(cfg, name)
         with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
             builds = {f"torchscript_{key}": (lambda g=graph: g(batch), 0.0) for key, graph in graphs.items()}
-            builds |= inductor_builds(eager, batch, Path(folder))
+            builds |= inductor_builds(eager, batch, Path(folder), int8_candidate(cfg, name))
             if served_graph:
                 builds[f"served_{served.precision}"] = (lambda: served_graph(batch), 0.0)
             calls = {key: call for key, (call, _) in builds.items()}
@@ -256,11 +278,12 @@ def bench_compiled(cfg: BenchConfig) -> list[dict]:
         fastest = min(medians.values())
         for key, seconds in medians.items():
             kind, precision = key.split("_")
+            reference = f"torchscript_{precision if precision in graphs else 'fp32'}"
             rows.append({
                 "model": name, "graph": f"served: {served.served}" if kind == "served" else kind, "precision": precision, "ms": seconds * 1e3,
-                "vs_torchscript": seconds / medians[f"torchscript_{precision}"], "vs_fastest": seconds / fastest,
+                "vs_torchscript": seconds / medians[reference], "vs_fastest": seconds / fastest,
                 "build_s": builds[key][1],
-                "max_abs_diff": float((outputs[key] - outputs[f"torchscript_{precision}"]).abs().max()),
+                "max_abs_diff": float((outputs[key] - outputs[reference]).abs().max()),
             })
     return rows
 

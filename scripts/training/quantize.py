@@ -1,0 +1,133 @@
+"""Quantise the trained networks to int8 programs and keep those within the quality gate.
+
+    python -m scripts.training.quantize                       # every model, weights in models/weights
+    python -m scripts.training.quantize --models model_unet --calibration 512
+    python -m scripts.training.quantize --models model_unet --sensitivity --calibration 128   # which layers cost
+
+For each model: calibrate on crops of the training photos under the blind mixture (the noise the
+networks were trained on), quantise (``models.quantized``), then score the fp32 network and the
+int8 program on the same fixed validation crops under each preset of
+``models.quantized.GATE_PRESETS``. ``<model>-int8.json`` beside the weights records the scores,
+what was kept in float and which weights it was made from; ``<model>-int8.pt2`` is written only
+when int8 loses at most ``MAX_LOSS_DB`` on every preset. ``scripts.serving.archives`` packs the
+program only when its record says so and names the weights it is built from.
+``--sensitivity`` prints, instead, each layer group's loss quantised alone (the rest in float),
+everything's and everything's but the tail's: how ``models.quantized.full_resolution_tail`` was chosen.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import MODELS, WEIGHTS_DIR
+from models.degradations import PRESETS, BlindNoiseConfig
+from models.precision import cpu_name
+from models.quantized import GATE_PRESETS, MAX_LOSS_DB, full_resolution_tail, layer_groups, program_paths, quantize
+from models.registry import graphs_id, load_pretrained
+from models.settings import HandlerSettings
+from scripts.evaluation.metrics import psnr
+from scripts.paths import split_argument
+from scripts.training.dataset import DegradedCrops, fixed_pairs, usable_images
+
+TILE, BATCH = HandlerSettings.tile, HandlerSettings.tile_batch
+Pairs = tuple[torch.Tensor, torch.Tensor]
+
+
+def as_batch(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 BxHxWx3 pixels as the float BxCxHxW channels-last batch the graphs take."""
+    return pixels.permute(0, 3, 1, 2).float().div(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def calibration_batches(train_src: Path, crops: int, seed: int) -> Iterator[torch.Tensor]:
+    """``crops`` noisy training crops (blind mixture, seeded) in full tile batches."""
+    stream = iter(DegradedCrops(usable_images(train_src, TILE), TILE, BATCH, BlindNoiseConfig(), seed=seed))
+    for _ in range(max(1, crops // BATCH)):
+        yield as_batch(next(stream)[0])
+
+
+@torch.inference_mode()
+def mean_psnr(graph: Callable[[torch.Tensor], torch.Tensor], pairs: Pairs) -> float:
+    """Mean per-crop PSNR of ``graph`` over ``pairs`` (a multiple of the tile batch), in dB."""
+    scores = []
+    for first in range(0, len(pairs[0]), BATCH):
+        noisy, clean = (as_batch(t[first:first + BATCH]) for t in pairs)
+        out = graph(noisy).clamp(0, 1)
+        scores += [psnr(c, o, data_range=1.0) for c, o in zip(clean.numpy(), out.numpy())]
+    return float(np.mean(scores))
+
+
+def quantize_model(name: str, weights_dir: Path, train_src: Path, val: dict[str, Pairs], crops: int, seed: int) -> dict:
+    """Quantise ``name``, score it against fp32 on ``val`` and write its record (and program, if it passes)."""
+    net = load_pretrained(name, weights_dir).to(memory_format=torch.channels_last)
+    kept_float = full_resolution_tail(net)
+    program = quantize(net, calibration_batches(train_src, crops, seed), kept_float)
+    scores = {preset: {"fp32": mean_psnr(net, pairs), "int8": mean_psnr(program.module(), pairs)} for preset, pairs in val.items()}
+    loss = max(score["fp32"] - score["int8"] for score in scores.values())
+    record = {
+        "weights": graphs_id(name, weights_dir), "kept_float": kept_float, "candidate": loss <= MAX_LOSS_DB,
+        "max_loss_db": round(loss, 4), "limit_db": MAX_LOSS_DB,
+        "val": {preset: {k: round(v, 4) for k, v in score.items()} for preset, score in scores.items()},
+        "val_crops": len(next(iter(val.values()))[0]), "calibration_crops": crops, "seed": seed,
+        "torch": torch.__version__, "cpu": cpu_name(), "date": datetime.date.today().isoformat(),
+    }
+    program_file, record_file = program_paths(name, weights_dir)
+    program_file.unlink(missing_ok=True)
+    if record["candidate"]:
+        torch.export.save(program, str(program_file))
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def sensitivity(name: str, weights_dir: Path, train_src: Path, val: dict[str, Pairs], crops: int, seed: int) -> list[dict]:
+    """PSNR lost to int8 on ``val`` (dB per preset) by each layer group quantised alone, by all and by all but the tail."""
+    net = load_pretrained(name, weights_dir).to(memory_format=torch.channels_last)
+    fp32 = {preset: mean_psnr(net, pairs) for preset, pairs in val.items()}
+    variants = {f"only {group}": {"only": [group]} for group in layer_groups(net)}
+    variants |= {"all": {}, "all but " + " and ".join(full_resolution_tail(net)): {"kept_float": full_resolution_tail(net)}}
+    rows = []
+    for label, choice in variants.items():
+        module = quantize(net, calibration_batches(train_src, crops, seed), **choice).module()
+        rows.append({"quantised": label, **{preset: fp32[preset] - mean_psnr(module, pairs) for preset, pairs in val.items()}})
+        print(f"| {label} | " + " | ".join(f"{rows[-1][preset]:.3f}" for preset in val) + " |", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Quantise the named models and print each one's scores and verdict."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--train-src", type=Path, help="clean training photos (default: the corpus's train/)")
+    parser.add_argument("--val-src", type=Path, help="clean validation photos (default: the corpus's val/)")
+    parser.add_argument("--calibration", type=int, default=256, help="calibration crops")
+    parser.add_argument("--val-crops", type=int, default=144, help="validation crops per preset (a multiple of 16)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sensitivity", action="store_true", help="print each layer group's int8 loss instead; writes nothing")
+    args = parser.parse_args(argv)
+    train_src = split_argument(parser, args.train_src, "train")
+    val_src = split_argument(parser, args.val_src, "val")
+    if args.val_crops % BATCH:
+        parser.error(f"--val-crops must be a multiple of {BATCH}")
+    val_images = usable_images(val_src, TILE)
+    val = {preset: fixed_pairs(val_images, TILE, args.val_crops, PRESETS[preset], seed=args.seed + 1) for preset in GATE_PRESETS}
+    for name in args.models:
+        if args.sensitivity:
+            print(f"{name}: dB lost to int8, {args.calibration} calibration crops\n\n| quantised | "
+                  + " | ".join(GATE_PRESETS) + " |\n|---|" + "---:|" * len(GATE_PRESETS), flush=True)
+            sensitivity(name, args.weights_dir, train_src, val, args.calibration, args.seed)
+            continue
+        record = quantize_model(name, args.weights_dir, train_src, val, args.calibration, args.seed)
+        scores = ", ".join(f"{preset} {s['fp32']:.3f} -> {s['int8']:.3f}" for preset, s in record["val"].items())
+        verdict = "kept" if record["candidate"] else f"not kept (limit {MAX_LOSS_DB} dB)"
+        print(f"{name}: {scores}; loses {record['max_loss_db']:.3f} dB: {verdict}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
