@@ -82,10 +82,15 @@ def save_programs(net: torch.nn.Module, folder: Path, batch_shape: tuple[int, ..
     return {precision: save_program(net, precision, folder, batch_shape) for precision in PROGRAM_FILES}
 
 
+def input_example(program: torch.export.ExportedProgram) -> torch.Tensor:
+    """The (fake) batch ``program`` was exported for: its shape and memory layout."""
+    name = program.graph_signature.user_inputs[0]
+    return next(node for node in program.graph.nodes if node.name == name).meta["val"]
+
+
 def input_shape(program: torch.export.ExportedProgram) -> tuple[int, ...]:
     """The shape of the batch ``program`` was exported for."""
-    name = program.graph_signature.user_inputs[0]
-    return tuple(next(node for node in program.graph.nodes if node.name == name).meta["val"].shape)
+    return tuple(input_example(program).shape)
 
 
 class PaddedGraph:
@@ -130,6 +135,8 @@ def compile_package(program: torch.export.ExportedProgram, path: Path, shape: tu
 
     if input_shape(program) != tuple(shape):
         raise ValueError(f"the program was exported for batches of {input_shape(program)}, not {tuple(shape)}")
+    if not input_example(program).is_contiguous():
+        raise ValueError("the program was exported for a batch in another memory layout than the contiguous one it is called with")
     path = Path(path)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
     program.example_inputs = ((torch.zeros(shape),), {})  # AOTInductor wants one; only its shape matters

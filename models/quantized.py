@@ -4,8 +4,9 @@
 batches and converts it into an *exported program* whose convolutions take uint8 activations
 and per-channel int8 weights (torchao's ``X86InductorQuantizer``, the layout oneDNN's VNNI and
 AMX int8 kernels compute). The layers named by ``kept_float`` stay in float32: for these
-networks, the full-resolution tail (the last decoder and the 1x1 head that writes the noise
-estimate) carries nearly all of int8's loss (``docs/performance.md``, "int8"). Quantising needs
+networks the blocks at the image's full resolution (the first encoder, the last decoder and the
+1x1 head that writes the noise estimate) carry nearly all of int8's loss
+(``scripts.training.quantize --sensitivity``; docs/training.md, "int8 programs"). Quantising needs
 ``torchao`` (a development tool, ``scripts.training.quantize``); loading and compiling the
 saved program needs only PyTorch (``models.compiled.register_quantized_ops``), and inductor compiles it with
 frozen weights, without which its int8 kernels are not used.
@@ -57,9 +58,9 @@ def layer_groups(net: UNetSkeleton) -> list[str]:
             *(f"decoders.{i}" for i in range(len(net.decoders))), "head"]
 
 
-def full_resolution_tail(net: UNetSkeleton) -> list[str]:
-    """Names of the layers kept in float32: the last decoder and the head, which work at the image's resolution."""
-    return [f"decoders.{len(net.decoders) - 1}", "head"]
+def full_resolution_blocks(net: UNetSkeleton) -> list[str]:
+    """Names of the blocks kept in float32: the first encoder, the last decoder and the head, which work at full resolution."""
+    return ["encoders.0", f"decoders.{len(net.decoders) - 1}", "head"]
 
 
 def quantize(net: torch.nn.Module, calibration: Iterable[torch.Tensor], kept_float: Iterable[str] = (),
@@ -73,7 +74,7 @@ def quantize(net: torch.nn.Module, calibration: Iterable[torch.Tensor], kept_flo
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
-    batches = iter(calibration)
+    batches = (batch.contiguous() for batch in calibration)  # the layout a package is called with (models.compiled)
     first = next(batches)
     net = net.eval().to(memory_format=torch.channels_last)
     config = x86.get_default_x86_inductor_quantization_config()

@@ -71,6 +71,15 @@ def test_a_program_of_another_shape_is_not_compiled(net: torch.nn.Module, tmp_pa
     assert not list(tmp_path.iterdir())
 
 
+def test_a_program_exported_for_another_memory_layout_is_not_compiled(net: torch.nn.Module, tmp_path: Path) -> None:
+    """A package reads its input as laid out when it was exported; it is called with contiguous batches."""
+    with torch.no_grad():
+        program = torch.export.export(net, (torch.rand(SHAPE).contiguous(memory_format=torch.channels_last),))
+    with pytest.raises(ValueError, match="another memory layout"):
+        compile_package(program, tmp_path / "p.pt2", SHAPE)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_a_compiler_process_that_fails_says_why(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="compiling missing.pt2 failed: .*No such file"):

@@ -39,7 +39,7 @@ def test_a_program_is_written_only_within_the_gate_and_its_record_says_why(
     program, record_file = program_paths("model_unet", weights)
     assert json.loads(record_file.read_text()) == record
     assert record["weights"] == graphs_id("model_unet", weights) and record["limit_db"] == limit
-    assert record["kept_float"] == ["decoders.1", "head"] and record["val_crops"] == tool.BATCH
+    assert record["kept_float"] == ["encoders.0", "decoders.1", "head"] and record["val_crops"] == tool.BATCH
     assert set(record["val"]) == set(GATE_PRESETS)
     loss = max(score["fp32"] - score["int8"] for score in record["val"].values())
     assert record["max_loss_db"] == pytest.approx(loss, abs=1e-3) and record["candidate"] == (limit > 0)
@@ -52,14 +52,14 @@ def test_a_program_is_written_only_within_the_gate_and_its_record_says_why(
 
 
 @pytest.mark.slow
-def test_the_sensitivity_table_quantises_each_group_alone_then_all_then_all_but_the_tail(
+def test_the_sensitivity_table_quantises_each_group_alone_then_all_then_all_but_the_full_resolution_blocks(
     setup: tuple[Path, Path, dict], capsys: pytest.CaptureFixture,
 ) -> None:
     root, weights, val = setup
     rows = tool.sensitivity("model_unet", weights, root / "train", val, crops=16, seed=0)
     assert [row["quantised"] for row in rows] == [
         "only encoders.0", "only encoders.1", "only bottleneck", "only decoders.0", "only decoders.1", "only head",
-        "all", "all but decoders.1 and head"]
+        "all", "all but encoders.0, decoders.1, head"]
     assert all(set(row) == {"quantised", *GATE_PRESETS} for row in rows)
     assert len({row["hybrid"] for row in rows}) > 1
     assert capsys.readouterr().out.count("\n| only ") == 5

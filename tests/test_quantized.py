@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import MODELS, build_model
+from models import MODELS, WEIGHTS_DIR, build_model
 from models.compiled import compile_apart, cxx_compiler, input_shape, is_quantized, load_package, register_quantized_ops
-from models.quantized import full_resolution_tail, kept_program, layer_groups, program_paths, quantize
+from models.quantized import GATE_PRESETS, MAX_LOSS_DB, full_resolution_blocks, kept_program, layer_groups, program_paths, quantize
+from models.registry import graphs_id
 from scripts.paths import REPO
 from tests.networks import random_network
 
@@ -50,22 +51,20 @@ def net() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def program_file(net: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("int8") / "int8.pt2"
-    torch.export.save(quantize(net, calibration(), full_resolution_tail(net)), str(path))
+    torch.export.save(quantize(net, calibration(), full_resolution_blocks(net)), str(path))
     return path
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_the_tail_kept_in_float_names_the_last_decoder_and_the_head(name: str) -> None:
+def test_the_blocks_kept_in_float_are_the_first_encoder_the_last_decoder_and_the_head(name: str) -> None:
     for config in ({}, {"width": 4, "depth": 2}):
         net = build_model(name, **config)
-        tail = full_resolution_tail(net)
         modules = dict(net.named_modules())
-        assert all(layer in modules for layer in tail)
-        assert modules[tail[0]] is net.decoders[-1] and modules[tail[1]] is net.head
+        assert [modules[block] for block in full_resolution_blocks(net)] == [net.encoders[0], net.decoders[-1], net.head]
 
 
-def test_a_quantised_program_computes_near_the_network_and_keeps_its_tail_in_float(net: torch.nn.Module) -> None:
-    program = quantize(net, calibration(), full_resolution_tail(net))
+def test_a_quantised_program_computes_near_the_network_and_keeps_its_full_resolution_blocks_in_float(net: torch.nn.Module) -> None:
+    program = quantize(net, calibration(), full_resolution_blocks(net))
     assert is_quantized(program) and input_shape(program) == SHAPE
     x = torch.rand(SHAPE)
     with torch.inference_mode():
@@ -73,8 +72,8 @@ def test_a_quantised_program_computes_near_the_network_and_keeps_its_tail_in_flo
     error = float((int8 - eager).abs().max())
     assert 0 < error < 0.1 * float(eager.abs().max())
     layers = int8_layers(program)
-    assert layers and not any(layer.startswith(tuple(full_resolution_tail(net))) for layer in layers)
-    assert {"decoders.1.body.0", "head"} <= float_layers(program)
+    assert layers and not any(layer.startswith(tuple(full_resolution_blocks(net))) for layer in layers)
+    assert {"encoders.0.body.0", "decoders.1.body.0", "head"} <= float_layers(program)
     assert not is_quantized(torch.export.export(net, (x,)))
 
 
@@ -132,3 +131,15 @@ def test_a_program_of_other_weights_or_over_the_limit_is_no_candidate(tmp_path: 
     record(tmp_path)
     assert kept_program("model_unet", tmp_path, "model_unet:abc")[0] == program_paths("model_unet", tmp_path)[0]
 
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_committed_int8_record_names_the_committed_weights_and_keeps_only_within_the_gate(name: str) -> None:
+    """Retrained weights need quantising again (python -m scripts.training.quantize): a stale record fails here."""
+    program, record_file = program_paths(name, WEIGHTS_DIR)
+    if not record_file.exists():
+        pytest.skip(f"no int8 record for {name}")
+    record = json.loads(record_file.read_text())
+    assert record["weights"] == graphs_id(name, WEIGHTS_DIR)
+    assert record["limit_db"] == MAX_LOSS_DB and record["candidate"] == (record["max_loss_db"] <= MAX_LOSS_DB) == program.exists()
+    assert set(record["val"]) == set(GATE_PRESETS)

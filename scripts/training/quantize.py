@@ -12,7 +12,8 @@ what was kept in float and which weights it was made from; ``<model>-int8.pt2`` 
 when int8 loses at most ``MAX_LOSS_DB`` on every preset. ``scripts.serving.archives`` packs the
 program only when its record says so and names the weights it is built from.
 ``--sensitivity`` prints, instead, each layer group's loss quantised alone (the rest in float),
-everything's and everything's but the tail's: how ``models.quantized.full_resolution_tail`` was chosen.
+everything's, and everything's but the full-resolution blocks': how
+``models.quantized.full_resolution_blocks`` was chosen.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch
 from models import MODELS, WEIGHTS_DIR
 from models.degradations import PRESETS, BlindNoiseConfig
 from models.precision import cpu_name
-from models.quantized import GATE_PRESETS, MAX_LOSS_DB, full_resolution_tail, layer_groups, program_paths, quantize
+from models.quantized import GATE_PRESETS, MAX_LOSS_DB, full_resolution_blocks, layer_groups, program_paths, quantize
 from models.registry import graphs_id, load_pretrained
 from models.settings import HandlerSettings
 from scripts.evaluation.metrics import psnr
@@ -65,7 +66,7 @@ def mean_psnr(graph: Callable[[torch.Tensor], torch.Tensor], pairs: Pairs) -> fl
 def quantize_model(name: str, weights_dir: Path, train_src: Path, val: dict[str, Pairs], crops: int, seed: int) -> dict:
     """Quantise ``name``, score it against fp32 on ``val`` and write its record (and program, if it passes)."""
     net = load_pretrained(name, weights_dir).to(memory_format=torch.channels_last)
-    kept_float = full_resolution_tail(net)
+    kept_float = full_resolution_blocks(net)
     program = quantize(net, calibration_batches(train_src, crops, seed), kept_float)
     scores = {preset: {"fp32": mean_psnr(net, pairs), "int8": mean_psnr(program.module(), pairs)} for preset, pairs in val.items()}
     loss = max(score["fp32"] - score["int8"] for score in scores.values())
@@ -85,11 +86,12 @@ def quantize_model(name: str, weights_dir: Path, train_src: Path, val: dict[str,
 
 
 def sensitivity(name: str, weights_dir: Path, train_src: Path, val: dict[str, Pairs], crops: int, seed: int) -> list[dict]:
-    """PSNR lost to int8 on ``val`` (dB per preset) by each layer group quantised alone, by all and by all but the tail."""
+    """PSNR lost to int8 on ``val`` (dB per preset) by each layer group quantised alone, by all and by all but the full-resolution blocks."""
     net = load_pretrained(name, weights_dir).to(memory_format=torch.channels_last)
     fp32 = {preset: mean_psnr(net, pairs) for preset, pairs in val.items()}
     variants = {f"only {group}": {"only": [group]} for group in layer_groups(net)}
-    variants |= {"all": {}, "all but " + " and ".join(full_resolution_tail(net)): {"kept_float": full_resolution_tail(net)}}
+    kept = full_resolution_blocks(net)
+    variants |= {"all": {}, "all but " + ", ".join(kept): {"kept_float": kept}}
     rows = []
     for label, choice in variants.items():
         module = quantize(net, calibration_batches(train_src, crops, seed), **choice).module()
