@@ -96,7 +96,8 @@ def test_a_saved_program_loads_with_pytorch_alone(program_file: Path, net: torch
     register_quantized_ops()
     with torch.inference_mode():
         expected = torch.export.load(str(program_file)).module()(torch.ones(SHAPE))
-    assert torch.equal(torch.load(program_file.with_suffix(".out"), weights_only=True), expected)
+    answer = program_file.with_suffix(".out")
+    assert torch.equal(torch.load(answer, weights_only=True), expected)
 
 
 @pytest.mark.slow
