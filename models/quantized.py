@@ -1,4 +1,4 @@
-"""int8 programs: a network quantised after training (PT2E, x86 int8 kernels), for a compiled candidate.
+"""int8 programs: a network quantised after training (PT2E, x86 int8 kernels), compiled like the other programs.
 
 ``quantize`` exports a network for the full tile batch, observes its activations on calibration
 batches and converts it into an *exported program* whose convolutions take uint8 activations
@@ -22,9 +22,8 @@ import torch
 from .blocks import UNetSkeleton
 from .compiled import without_example
 
-# The archive's int8 program, beside models.compiled.PROGRAM_FILES; the weights folder keeps it as
-# <model>-int8.pt2 with its record <model>-int8.json (``program_paths``).
-INT8_PROGRAM = "program-int8.pt2"
+# The weights folder keeps a model's int8 program as <model>-int8.pt2 with its record
+# <model>-int8.json (``program_paths``); the benchmark times the ones ``kept_program`` allows.
 # An int8 program is a candidate only if it loses at most this much PSNR to fp32 on val, per preset.
 MAX_LOSS_DB = 0.05
 GATE_PRESETS = ("hybrid", "gaussian25")

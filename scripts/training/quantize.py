@@ -9,8 +9,9 @@ networks were trained on), quantise (``models.quantized``), then score the fp32 
 int8 program on the same fixed validation crops under each preset of
 ``models.quantized.GATE_PRESETS``. ``<model>-int8.json`` beside the weights records the scores,
 what was kept in float and which weights it was made from; ``<model>-int8.pt2`` is written only
-when int8 loses at most ``MAX_LOSS_DB`` on every preset. ``scripts.serving.archives`` packs the
-program only when its record says so and names the weights it is built from.
+when int8 loses at most ``MAX_LOSS_DB`` on every preset; ``models.quantized.kept_program`` takes a
+program only when its record says so and names the weights it is asked for (the benchmark's
+``compiled`` section times those).
 ``--sensitivity`` prints, instead, each layer group's loss quantised alone (the rest in float),
 everything's, and everything's but the full-resolution blocks': how
 ``models.quantized.full_resolution_blocks`` was chosen.
@@ -35,21 +36,20 @@ from models.settings import HandlerSettings
 from scripts.evaluation.metrics import psnr
 from scripts.paths import split_argument
 from scripts.training.dataset import DegradedCrops, fixed_pairs, usable_images
+from scripts.training.train import to_batch
 
 TILE, BATCH = HandlerSettings.tile, HandlerSettings.tile_batch
 Pairs = tuple[torch.Tensor, torch.Tensor]
 
 
-def as_batch(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 BxHxWx3 pixels as the float BxCxHxW channels-last batch the graphs take."""
-    return pixels.permute(0, 3, 1, 2).float().div(255.0).contiguous(memory_format=torch.channels_last)
+CPU = torch.device("cpu")
 
 
 def calibration_batches(train_src: Path, crops: int, seed: int) -> Iterator[torch.Tensor]:
     """``crops`` noisy training crops (blind mixture, seeded) in full tile batches."""
     stream = iter(DegradedCrops(usable_images(train_src, TILE), TILE, BATCH, BlindNoiseConfig(), seed=seed))
     for _ in range(max(1, crops // BATCH)):
-        yield as_batch(next(stream)[0])
+        yield to_batch(next(stream)[0], CPU)
 
 
 @torch.inference_mode()
@@ -57,7 +57,7 @@ def mean_psnr(graph: Callable[[torch.Tensor], torch.Tensor], pairs: Pairs) -> fl
     """Mean per-crop PSNR of ``graph`` over ``pairs`` (a multiple of the tile batch), in dB."""
     scores = []
     for first in range(0, len(pairs[0]), BATCH):
-        noisy, clean = (as_batch(t[first:first + BATCH]) for t in pairs)
+        noisy, clean = (to_batch(t[first:first + BATCH], CPU) for t in pairs)
         out = graph(noisy).clamp(0, 1)
         scores += [psnr(c, o, data_range=1.0) for c, o in zip(clean.numpy(), out.numpy())]
     return float(np.mean(scores))
