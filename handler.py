@@ -46,12 +46,14 @@ REASONS = {
 }
 
 
-def archive_programs(model_dir: str) -> ProgramSource | None:
-    """The exported programs' files in the archive (``models.compiled.PROGRAM_FILES``) by precision; ``None`` without."""
-    paths = {precision: os.path.join(model_dir, name) for precision, name in PROGRAM_FILES.items()}
-    if not all(os.path.exists(path) for path in paths.values()):
-        return None
-    return lambda precision: Path(paths[precision])
+def archive_programs(model_dir: str) -> ProgramSource:
+    """The exported program of a precision in the archive (``models.compiled.PROGRAM_FILES``), ``None`` where it has none."""
+
+    def program(precision: str) -> Path | None:
+        path = Path(model_dir) / PROGRAM_FILES[precision]
+        return path if path.exists() else None
+
+    return program
 
 
 def upload_bytes(request: dict[str, Any], content_types: dict[str, str]) -> bytes:

@@ -8,7 +8,7 @@ chose into a package in the choice cache folder (``models.choice_cache``), times
 serves the package only where it is clearly faster (``models.graphs.serving_graph``). Compiling
 needs a C++ compiler; without one the candidate is skipped and the reason logged.
 
-An int8 program (``models.quantized``) is compiled the same way, with its weights frozen into
+An int8 program (``scripts.training.quantize``, ``models.quantized``) is compiled the same way, with its weights frozen into
 the package: inductor then folds each quantised weight into oneDNN's int8 convolution.
 
 A package is compiled for one batch shape, the full tile batch: ``PaddedGraph`` pads a smaller
@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from .precision import Graph
+from .precision import SERVED_PRECISIONS, Graph
 
-# The archive's exported programs, per precision (models.graphs.GRAPH_FILES are the TorchScript graphs).
-PROGRAM_FILES = {"fp32": "program.pt2", "bf16": "program-bf16.pt2"}
+# The archive's exported programs, per precision (models.graphs.GRAPH_FILES are the TorchScript graphs):
+# every archive has the float ones (save_programs), the int8 one only where it was kept (models.quantized).
+PROGRAM_FILES = {"fp32": "program.pt2", "bf16": "program-bf16.pt2", "int8": "program-int8.pt2"}
 GRAPH_KIND = "aoti"
 # A worker gives up on compiling after this long and serves TorchScript. A compile takes tens of
 # seconds on 2 cores, longer with inductor's cache empty (docs/performance.md, "Compiled graphs");
@@ -78,8 +79,8 @@ def save_program(net: torch.nn.Module, precision: str, folder: Path, batch_shape
 
 
 def save_programs(net: torch.nn.Module, folder: Path, batch_shape: tuple[int, ...]) -> dict[str, Path]:
-    """Export ``net`` at every served precision into ``folder`` (``save_program``); returns the paths."""
-    return {precision: save_program(net, precision, folder, batch_shape) for precision in PROGRAM_FILES}
+    """Export ``net`` at each float precision (``fp32``, ``bf16``) into ``folder`` (``save_program``); returns the paths."""
+    return {precision: save_program(net, precision, folder, batch_shape) for precision in SERVED_PRECISIONS}
 
 
 def input_example(program: torch.export.ExportedProgram) -> torch.Tensor:

@@ -18,15 +18,15 @@ import torch
 
 from . import compiled
 from .choice_cache import cached_choice, entry_path, machine_key, writable_cache_dir
-from .precision import TORCHSCRIPT, Graph, PrecisionChoice, choose_compiled, choose_precision
+from .precision import INT8, TORCHSCRIPT, Graph, PrecisionChoice, challenge, choose_precision, native_int8
 from .settings import CHOICE_MARGIN, HandlerSettings
 
 EXAMPLE_SHAPE = (1, 3, HandlerSettings.tile, HandlerSettings.tile)  # one served tile
 GRAPH_FILES = {"fp32": "model.pt", "bf16": "model-bf16.pt"}
 # Written into each archive beside the graphs: which weights they were traced from.
 IDENTITY_FILE = "graphs.json"
-# The saved exported program of a precision (a file), for a compiled candidate (models.compiled).
-ProgramSource = Callable[[str], Path]
+# The saved exported program of a precision (a file; None where there is none), for a compiled candidate (models.compiled).
+ProgramSource = Callable[[str], Path | None]
 # TorchScript's profiling executor optimises a graph after its first calls: make them before serving.
 WARM_UP_CALLS = 2
 
@@ -62,55 +62,70 @@ def serving_graph(
     """The graph a worker serves with on ``device``, warmed up, and why it was chosen.
 
     ``graphs_id`` names what the graphs were traced from (``models.registry.graphs_id``). An asked
-    precision is taken as it is; ``auto`` is decided once per machine on a full tile batch
+    precision is taken as it is (``int8``: a package compiled here from the int8 program, else the
+    fp32 graph); ``auto`` is decided once per machine on a full tile batch
     (``models.choice_cache``), so every worker, the evaluation and the tests serve the same graph.
-    Under ``auto``, ``program(precision)`` gives the saved exported program that a compiled
-    candidate is built from, in a process of its own (``models.compiled``), where
-    ``settings.compiled`` allows it, the device is a CPU and a C++ compiler is present; the
-    package is kept beside the decision.
+    Under ``auto``, ``program(precision)`` gives the saved exported program a compiled candidate is
+    built from, in a process of its own (``models.compiled``), where ``settings.compiled`` allows
+    it, the device is a CPU and a C++ compiler is present: first the chosen precision's, then the
+    int8 one where there is one and the CPU has int8 instructions. Packages are kept beside the decision.
     """
     batch = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile,
                        generator=torch.Generator().manual_seed(0)).to(device)
+    compiler = compiled.cxx_compiler() if settings.compiled == "auto" and program and device.type == "cpu" else None
+    int8_program = program(INT8) if program else None
+    rule = {"tolerance": settings.bf16_tolerance, "margin": CHOICE_MARGIN, "graphs": sorted(graphs), "device": str(device),
+            "compiled": settings.compiled, "compiler": compiler, "int8_program": int8_program is not None}
+    key = machine_key(graphs_id, settings.threads, tuple(batch.shape), rule)
+    folder = writable_cache_dir()
+    package = entry_path(folder, key).with_suffix(".pt2")
+    packages: dict[str, Graph] = {}
     served: dict[str, Any] = {}
 
+    def build(precision: str) -> Graph:
+        if precision not in packages:
+            packages[precision] = package_graph(precision, program, package, tuple(batch.shape))
+        return packages[precision]
+
     def warm_up(choice: PrecisionChoice) -> None:
-        graph = graphs[choice.precision]
-        if choice.graph == compiled.GRAPH_KIND:
-            try:
-                graph = served.get("candidate") or package_graph(choice.precision, program, package, tuple(batch.shape))
-            except Exception as error:  # noqa: BLE001 - any failure to build or load falls back to TorchScript
-                choice = dataclasses.replace(choice, graph=TORCHSCRIPT,
-                                             reason=f"{choice.reason}; the compiled package failed ({error}), so TorchScript")
+        try:
+            graph = build(choice.precision) if choice.graph == compiled.GRAPH_KIND else graphs[choice.precision]
+        except Exception as error:  # noqa: BLE001 - any failure to build or load falls back to TorchScript
+            fallback = choice.precision if choice.precision in graphs else "fp32"
+            choice = dataclasses.replace(choice, precision=fallback, graph=TORCHSCRIPT,
+                                         reason=f"{choice.reason}; the compiled package failed ({error}), so TorchScript {fallback}")
+            graph = graphs[fallback]
         with torch.inference_mode():
             for _ in range(WARM_UP_CALLS):
                 graph(batch)
         served.update(graph=graph, choice=choice)
 
-    if settings.precision != "auto":
-        warm_up(choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN))
-        return served["graph"], served["choice"]
-    compiler = compiled.cxx_compiler() if settings.compiled == "auto" and program and device.type == "cpu" else None
-    rule = {"tolerance": settings.bf16_tolerance, "margin": CHOICE_MARGIN, "graphs": sorted(graphs), "device": str(device),
-            "compiled": settings.compiled, "compiler": compiler}
-    key = machine_key(graphs_id, settings.threads, tuple(batch.shape), rule)
-    folder = writable_cache_dir()
-    package = entry_path(folder, key).with_suffix(".pt2")
+    def compiled_challenger(choice: PrecisionChoice, precision: str) -> PrecisionChoice:
+        current = packages[choice.precision] if choice.graph == compiled.GRAPH_KIND else graphs[choice.precision]
+        try:
+            challenger = build(precision)
+        except Exception as error:  # noqa: BLE001 - a compiler that fails leaves the current graph served
+            return dataclasses.replace(choice, reason=f"{choice.reason}; compiling {precision} failed: {error}")
+        return challenge(choice, current, graphs["fp32"], challenger, precision, compiled.GRAPH_KIND,
+                         batch, settings.bf16_tolerance, CHOICE_MARGIN)
 
     def decide() -> PrecisionChoice:
         choice = choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN)
         if compiler is None:
             return choice
-        try:
-            served["candidate"] = package_graph(choice.precision, program, package, tuple(batch.shape))
-        except Exception as error:  # noqa: BLE001 - a compiler that fails leaves TorchScript served
-            return dataclasses.replace(choice, reason=f"{choice.reason}; compiling {choice.precision} failed: {error}")
-        choice = choose_compiled(choice, graphs[choice.precision], graphs["fp32"], served["candidate"], compiled.GRAPH_KIND,
-                                 batch, settings.bf16_tolerance, CHOICE_MARGIN)
-        if choice.graph != compiled.GRAPH_KIND:
-            package_path(package, choice.precision).unlink(missing_ok=True)
+        choice = compiled_challenger(choice, choice.precision)
+        if native_int8(device) and int8_program is not None:
+            choice = compiled_challenger(choice, INT8)
+        for precision in packages.keys() - {choice.precision if choice.graph == compiled.GRAPH_KIND else None}:
+            package_path(package, precision).unlink(missing_ok=True)
         return choice
 
-    cached_choice(key, decide, warm_up, folder)
+    if settings.precision == INT8:
+        warm_up(PrecisionChoice(INT8, "asked for int8", graph=compiled.GRAPH_KIND))
+    elif settings.precision != "auto":
+        warm_up(choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN))
+    else:
+        cached_choice(key, decide, warm_up, folder)
     return served["graph"], served["choice"]
 
 
@@ -123,7 +138,8 @@ def package_graph(precision: str, program: ProgramSource | None, package: Path, 
     """The compiled package of ``precision`` for batches of ``shape`` (``package_path``; compiled from ``program`` first when absent)."""
     path = package_path(package, precision)
     if not path.exists():
-        if program is None:
-            raise FileNotFoundError(f"{path} is missing and there is no program to compile it from")
-        compiled.compile_apart(program(precision), path, shape)
+        source = program(precision) if program else None
+        if source is None:
+            raise FileNotFoundError(f"{path.name} is not compiled yet and there is no {precision} program to compile it from")
+        compiled.compile_apart(source, path, shape)
     return compiled.load_package(path, shape)

@@ -6,7 +6,8 @@ interleaved rounds (one call of each per round, the order rotating), so a burst 
 elsewhere slows every graph alike, and compared by their medians. The simpler graph (fp32 before
 bf16) is kept unless another is at least ``margin`` faster and within ``tolerance`` of fp32.
 Where a compiled package of the chosen precision can be built (``models.compiled``), it is
-timed against that TorchScript graph by the same rule (``choose_compiled``).
+timed against that TorchScript graph by the same rule, and then a package of the archive's int8
+program, where the CPU has int8 instructions, against whichever won (``challenge``).
 ``models.choice_cache`` makes the choice once per machine and keeps it; ``models.graphs`` applies it.
 """
 from __future__ import annotations
@@ -20,10 +21,15 @@ from pathlib import Path
 import torch
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# The instructions oneDNN's int8 convolutions use (VNNI dot products, AMX tiles).
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 CPUINFO = Path("/proc/cpuinfo")
 # Simplest first: a later graph must earn its place by being faster.
 SERVED_PRECISIONS = ("fp32", "bf16")
 PRECISIONS = ("auto", *SERVED_PRECISIONS)
+# int8 is served only as a package compiled here from the archive's int8 program (models.compiled).
+INT8 = "int8"
+HANDLER_PRECISIONS = (*PRECISIONS, INT8)
 TORCHSCRIPT = "torchscript"
 
 Graph = Callable[[torch.Tensor], torch.Tensor]
@@ -60,10 +66,15 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 
 
-def check_precision(precision: str, name: str = "precision") -> None:
-    """Refuse anything but ``auto``, ``fp32`` or ``bf16``, naming the setting ``name``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+def native_int8(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU with int8 dot-product instructions (VNNI or AMX) for a compiled int8 package."""
+    return device.type == "cpu" and any(flag in cpu_flags() for flag in INT8_CPU_FLAGS)
+
+
+def check_precision(precision: str, name: str = "precision", allowed: tuple[str, ...] = PRECISIONS) -> None:
+    """Refuse a ``precision`` not in ``allowed`` (default ``auto``, ``fp32``, ``bf16``), naming the setting ``name``."""
+    if precision not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {precision!r}")
 
 
 def wants_bf16(precision: str, device: torch.device) -> bool:
@@ -83,8 +94,9 @@ class PrecisionChoice:
     """Which graph a worker serves with, why, and what was measured (median seconds per batch, |diff| to fp32).
 
     ``graph`` is ``torchscript`` (the archive's graph of ``precision``) or ``aoti`` (a package of
-    that precision compiled here, ``models.compiled``); candidates are named ``fp32``, ``bf16``,
-    ``aoti-fp32`` or ``aoti-bf16`` in ``seconds`` and ``max_abs_diff``.
+    that precision compiled here, ``models.compiled``; the only kind for ``int8``); candidates are
+    named ``fp32``, ``bf16``, ``aoti-fp32``, ``aoti-bf16`` or ``aoti-int8`` in ``seconds`` and
+    ``max_abs_diff``.
     """
 
     precision: str
@@ -179,20 +191,21 @@ def choose_precision(
 
 
 @torch.inference_mode()
-def choose_compiled(
-    choice: PrecisionChoice, served: Graph, reference: Graph, compiled: Graph, graph: str, batch: torch.Tensor,
-    tolerance: float, margin: float = 0.10, warm_up: int = 2, rounds: int = 7,
+def challenge(
+    choice: PrecisionChoice, served: Graph, reference: Graph, challenger: Graph, precision: str, graph: str,
+    batch: torch.Tensor, tolerance: float, margin: float = 0.10, warm_up: int = 2, rounds: int = 7,
 ) -> PrecisionChoice:
-    """``choice`` (TorchScript ``served``), or the compiled graph of its precision where ``pick`` prefers it.
+    """``choice`` (served by ``served``), or ``challenger`` (the ``graph`` of ``precision``) where ``pick`` prefers it.
 
-    Both are timed interleaved after ``warm_up`` calls each; the compiled graph's difference is
-    taken against ``reference`` (the fp32 TorchScript graph). The result keeps every timing.
+    Both are timed interleaved after ``warm_up`` calls each; the challenger's difference is taken
+    against ``reference`` (the fp32 TorchScript graph). The result keeps every timing.
     """
-    name = f"{graph}-{choice.precision}"
-    seconds = warm_medians({choice.precision: served, name: compiled}, batch, warm_up, rounds)
-    diff = float((compiled(batch).float() - reference(batch)).abs().max())
+    name = f"{graph}-{precision}"
+    seconds = warm_medians({choice.served: served, name: challenger}, batch, warm_up, rounds)
+    diff = float((challenger(batch).float() - reference(batch)).abs().max())
     kept, reason = pick(seconds, {name: diff}, tolerance, margin)
     timings, diffs = {**choice.seconds, **seconds}, {**choice.max_abs_diff, name: diff}
     if kept == name:
-        return replace(choice, reason=f"{reason} (TorchScript: {choice.reason})", graph=graph, seconds=timings, max_abs_diff=diffs)
+        return replace(choice, precision=precision, graph=graph, reason=f"{reason} ({choice.served}: {choice.reason})",
+                       seconds=timings, max_abs_diff=diffs)
     return replace(choice, reason=f"{choice.reason}; {reason}", seconds=timings, max_abs_diff=diffs)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .imaging import MAX_PIXELS
-from .precision import check_precision
+from .precision import HANDLER_PRECISIONS, check_precision
 from .tiling import TileConfig
 
 THREADS_ENV = "DENOISER_THREADS"
@@ -55,7 +55,7 @@ class HandlerSettings:
     compiled: str = "auto"
 
     def __post_init__(self) -> None:
-        check_precision(self.precision, "handler.precision")
+        check_precision(self.precision, "handler.precision", HANDLER_PRECISIONS)
         if self.compiled not in COMPILED_MODES:
             raise ValueError(f"handler.compiled must be one of {', '.join(COMPILED_MODES)}, not {self.compiled!r}")
         TileConfig(self.tile, self.overlap, self.tile_batch)  # raises ValueError on a bad combination

@@ -12,9 +12,11 @@ import yaml
 
 from models import save_weights
 from models.compiled import PROGRAM_FILES
+from models.quantized import program_paths
+from models.registry import graphs_id
 from models.settings import BF16_TOLERANCE, SERVING_CONFIG
 from scripts.serving import archives
-from scripts.serving.archives import TRACE_TOLERANCE, build_archive, checked_graphs, main
+from scripts.serving.archives import TRACE_TOLERANCE, build_archive, checked_graphs, main, stamp_path
 from tests.networks import random_network
 
 TINY = {"width": 4, "depth": 2}
@@ -37,7 +39,7 @@ def test_archive_holds_model_handler_package_and_config(weights: Path, tmp_path:
         manifest = json.loads(packed.read("MAR-INF/MANIFEST.json"))
         config = yaml.safe_load(packed.read("model-config.yaml"))
     assert {"model.pt", "model-bf16.pt", "handler.py", "models/tiling.py", "models/pipeline.py", "models/settings.py"} <= names
-    assert set(PROGRAM_FILES.values()) <= names
+    assert {PROGRAM_FILES["fp32"], PROGRAM_FILES["bf16"]} <= names and PROGRAM_FILES["int8"] not in names
     assert not any(name.endswith(".safetensors") for name in names)
     assert manifest["model"]["modelName"] == NAME
     assert config == SERVING_CONFIG
@@ -46,6 +48,36 @@ def test_archive_holds_model_handler_package_and_config(weights: Path, tmp_path:
     assert 0 < stamp["max_abs_diff"]["bf16_vs_fp32"] <= BF16_TOLERANCE
     assert stamp["max_abs_diff"]["program_fp32_vs_eager"] < TRACE_TOLERANCE
     assert stamp["training"] == {"val_psnr": 1.0}
+    assert stamp["int8_program"].startswith("no int8 program")
+
+
+def write_int8(weights: Path, made_from: str, candidate: bool = True) -> bytes:
+    """A stand-in int8 program of ``NAME`` in ``weights`` with its record (``models.quantized``); the program's bytes."""
+    program, record = program_paths(NAME, weights)
+    program.write_bytes(b"an int8 program")
+    record.write_text(json.dumps({"weights": made_from, "candidate": candidate, "max_loss_db": 0.01, "limit_db": 0.05}))
+    return program.read_bytes()
+
+
+def test_an_int8_program_kept_for_these_weights_is_packed_and_rebuilds_the_archive(weights: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    built = build_archive(NAME, store, weights).stat().st_mtime_ns
+    program = write_int8(weights, graphs_id(NAME, weights))
+    archive = build_archive(NAME, store, weights)
+    assert archive.stat().st_mtime_ns != built
+    with zipfile.ZipFile(archive) as packed:
+        assert packed.read(PROGRAM_FILES["int8"]) == program
+    assert json.loads(stamp_path(NAME, store).read_text())["int8_program"] == "int8 loses 0.01 dB on val (limit 0.05)"
+
+
+@pytest.mark.parametrize("why", ["other weights", "not a candidate"])
+def test_an_int8_program_of_other_weights_or_over_the_limit_is_left_out(weights: Path, tmp_path: Path, why: str) -> None:
+    if why == "other weights":
+        write_int8(weights, f"{NAME}:{'0' * 64}")
+    else:
+        write_int8(weights, graphs_id(NAME, weights), candidate=False)
+    with zipfile.ZipFile(build_archive(NAME, tmp_path / "store", weights)) as packed:
+        assert PROGRAM_FILES["int8"] not in packed.namelist()
 
 
 def test_the_models_package_is_packed_whole_with_its_sub_packages(weights: Path, tmp_path: Path, monkeypatch) -> None:

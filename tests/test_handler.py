@@ -24,7 +24,8 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.utils.util import list_classes_from_module
 
 import handler as handler_module
-from handler import DenoiserHandler, lower_priority_if_hidden, upload_bytes
+from handler import DenoiserHandler, archive_programs, lower_priority_if_hidden, upload_bytes
+from models.compiled import PROGRAM_FILES
 from models.graphs import GRAPH_FILES, trace_graphs, write_identity
 from models.imaging import MAX_PIXELS, decode_image
 from models.pipeline import denoise_bytes
@@ -148,6 +149,15 @@ def test_settings_default_to_the_tiling_and_imaging_defaults(monkeypatch, tmp_pa
     monkeypatch.setenv(COMPILED_ENV, "off")
     overridden = HandlerSettings.from_context(make_context(tmp_path, YAML_CONFIG))
     assert (overridden.threads, overridden.precision, overridden.compiled) == (3, "fp32", "off")
+    monkeypatch.setenv(PRECISION_ENV, "int8")
+    assert HandlerSettings.from_context(make_context(tmp_path, YAML_CONFIG)).precision == "int8"
+
+
+def test_the_archive_programs_are_found_by_precision_and_a_missing_one_is_none(tmp_path: Path) -> None:
+    (tmp_path / PROGRAM_FILES["fp32"]).write_bytes(b"program")
+    program = archive_programs(str(tmp_path))
+    assert program("fp32") == tmp_path / PROGRAM_FILES["fp32"]
+    assert program("bf16") is None and program("int8") is None
 
 
 def test_unknown_or_invalid_settings_are_refused() -> None:
@@ -155,6 +165,8 @@ def test_unknown_or_invalid_settings_are_refused() -> None:
         HandlerSettings.from_section({"overlapp": 8}, environ={})
     with pytest.raises(ValueError, match="precision must be one of"):
         HandlerSettings.from_section({"precision": "fp16"}, environ={})
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, int8"):
+        HandlerSettings.from_section({"precision": "int4"}, environ={})
     with pytest.raises(ValueError, match="overlap"):
         HandlerSettings.from_section({"tile": 32, "overlap": 16}, environ={})
     with pytest.raises(ValueError, match="compiled must be one of auto, off"):

@@ -1,4 +1,4 @@
-"""The quantisation tool: scores int8 against fp32 on val crops and writes a program only within the gate."""
+"""The quantisation tool: quantised where it is cheap, scored against fp32 on val crops, a program written only within the gate."""
 from __future__ import annotations
 
 import json
@@ -7,14 +7,75 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.compiled import register_quantized_ops
+from models import MODELS, build_model
+from models.compiled import input_shape, is_quantized, register_quantized_ops
 from models.degradations import PRESETS
 from models.quantized import GATE_PRESETS, kept_program, program_paths
 from models.registry import graphs_id
 from scripts.training import quantize as tool
 from scripts.training.dataset import fixed_pairs, usable_images
-from tests.networks import saved_random_networks
+from tests.networks import random_network, saved_random_networks
 from tests.photos import synthetic_folder
+
+SHAPE = (4, 3, 32, 32)
+
+
+def calibration(count: int = 3) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.rand(SHAPE, generator=generator) for _ in range(count)]
+
+
+def conv_layers(program: torch.export.ExportedProgram) -> dict[str, bool]:
+    """Each convolution's module path and whether its weight comes dequantised from int8."""
+    layers = {}
+    for node in program.graph.nodes:
+        if node.op == "call_function" and str(node.target).startswith("aten.conv"):
+            path = list(node.meta["nn_module_stack"].values())[-1][0]
+            layers[path] = isinstance(node.args[1], torch.fx.Node) and "dequantize" in str(node.args[1].target)
+    return layers
+
+
+def int8_layers(program: torch.export.ExportedProgram) -> set[str]:
+    return {layer for layer, int8 in conv_layers(program).items() if int8}
+
+
+def float_layers(program: torch.export.ExportedProgram) -> set[str]:
+    return {layer for layer, int8 in conv_layers(program).items() if not int8}
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return random_network("model_runet", width=8, depth=2)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_blocks_kept_in_float_are_the_first_encoder_the_last_decoder_and_the_head(name: str) -> None:
+    for config in ({}, {"width": 4, "depth": 2}):
+        net = build_model(name, **config)
+        modules = dict(net.named_modules())
+        assert [modules[block] for block in tool.full_resolution_blocks(net)] == [net.encoders[0], net.decoders[-1], net.head]
+
+
+def test_a_quantised_program_computes_near_the_network_and_keeps_its_full_resolution_blocks_in_float(net: torch.nn.Module) -> None:
+    program = tool.quantize(net, calibration(), tool.full_resolution_blocks(net))
+    assert is_quantized(program) and input_shape(program) == SHAPE
+    x = torch.rand(SHAPE)
+    with torch.inference_mode():
+        eager, int8 = net(x), program.module()(x)
+    error = float((int8 - eager).abs().max())
+    assert 0 < error < 0.1 * float(eager.abs().max())
+    layers = int8_layers(program)
+    assert layers and not any(layer.startswith(tuple(tool.full_resolution_blocks(net))) for layer in layers)
+    assert {"encoders.0.body.0", "decoders.1.body.0", "head"} <= float_layers(program)
+    assert not is_quantized(torch.export.export(net, (x,)))
+
+
+def test_only_the_named_groups_are_quantised_when_asked(net: torch.nn.Module) -> None:
+    groups = tool.layer_groups(net)
+    assert groups == ["encoders.0", "encoders.1", "bottleneck", "decoders.0", "decoders.1", "head"]
+    program = tool.quantize(net, calibration(1), only=["encoders.1"])
+    assert int8_layers(program) == {"encoders.1.body.0", "encoders.1.body.2", "encoders.1.shortcut"}
 
 
 @pytest.fixture(scope="module")

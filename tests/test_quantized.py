@@ -1,4 +1,4 @@
-"""int8 programs: quantised where it is cheap, loaded and compiled with PyTorch alone, kept only within the gate."""
+"""int8 programs: loaded and compiled with PyTorch alone, a candidate only for the weights they were made from and within the gate."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import MODELS, WEIGHTS_DIR, build_model
-from models.compiled import compile_apart, cxx_compiler, input_shape, is_quantized, load_package, register_quantized_ops
-from models.quantized import GATE_PRESETS, MAX_LOSS_DB, full_resolution_blocks, kept_program, layer_groups, program_paths, quantize
+from models import MODELS, WEIGHTS_DIR
+from models.compiled import compile_apart, cxx_compiler, load_package, register_quantized_ops
+from models.quantized import GATE_PRESETS, MAX_LOSS_DB, kept_program, program_paths
 from models.registry import graphs_id
 from scripts.paths import REPO
+from scripts.training.quantize import full_resolution_blocks, quantize
 from tests.networks import random_network
 
 SHAPE = (4, 3, 32, 32)
@@ -22,24 +23,6 @@ SHAPE = (4, 3, 32, 32)
 def calibration(count: int = 3) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     return [torch.rand(SHAPE, generator=generator) for _ in range(count)]
-
-
-def conv_layers(program: torch.export.ExportedProgram) -> dict[str, bool]:
-    """Each convolution's module path and whether its weight comes dequantised from int8."""
-    layers = {}
-    for node in program.graph.nodes:
-        if node.op == "call_function" and str(node.target).startswith("aten.conv"):
-            path = list(node.meta["nn_module_stack"].values())[-1][0]
-            layers[path] = isinstance(node.args[1], torch.fx.Node) and "dequantize" in str(node.args[1].target)
-    return layers
-
-
-def int8_layers(program: torch.export.ExportedProgram) -> set[str]:
-    return {layer for layer, int8 in conv_layers(program).items() if int8}
-
-
-def float_layers(program: torch.export.ExportedProgram) -> set[str]:
-    return {layer for layer, int8 in conv_layers(program).items() if not int8}
 
 
 @pytest.fixture(scope="module")
@@ -53,35 +36,6 @@ def program_file(net: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory)
     path = tmp_path_factory.mktemp("int8") / "int8.pt2"
     torch.export.save(quantize(net, calibration(), full_resolution_blocks(net)), str(path))
     return path
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_the_blocks_kept_in_float_are_the_first_encoder_the_last_decoder_and_the_head(name: str) -> None:
-    for config in ({}, {"width": 4, "depth": 2}):
-        net = build_model(name, **config)
-        modules = dict(net.named_modules())
-        assert [modules[block] for block in full_resolution_blocks(net)] == [net.encoders[0], net.decoders[-1], net.head]
-
-
-def test_a_quantised_program_computes_near_the_network_and_keeps_its_full_resolution_blocks_in_float(net: torch.nn.Module) -> None:
-    program = quantize(net, calibration(), full_resolution_blocks(net))
-    assert is_quantized(program) and input_shape(program) == SHAPE
-    x = torch.rand(SHAPE)
-    with torch.inference_mode():
-        eager, int8 = net(x), program.module()(x)
-    error = float((int8 - eager).abs().max())
-    assert 0 < error < 0.1 * float(eager.abs().max())
-    layers = int8_layers(program)
-    assert layers and not any(layer.startswith(tuple(full_resolution_blocks(net))) for layer in layers)
-    assert {"encoders.0.body.0", "decoders.1.body.0", "head"} <= float_layers(program)
-    assert not is_quantized(torch.export.export(net, (x,)))
-
-
-def test_only_the_named_groups_are_quantised_when_asked(net: torch.nn.Module) -> None:
-    groups = layer_groups(net)
-    assert groups == ["encoders.0", "encoders.1", "bottleneck", "decoders.0", "decoders.1", "head"]
-    program = quantize(net, calibration(1), only=["encoders.1"])
-    assert int8_layers(program) == {"encoders.1.body.0", "encoders.1.body.2", "encoders.1.shortcut"}
 
 
 def test_a_saved_program_loads_with_pytorch_alone(program_file: Path, net: torch.nn.Module) -> None:

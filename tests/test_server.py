@@ -23,13 +23,16 @@ import numpy as np
 import psutil
 import pytest
 import requests
+import torch
 from PIL import Image
 
-from models import MODELS
+from models import MODELS, WEIGHTS_DIR
 from models.choice_cache import CACHE_ENV
 from models.compiled import cxx_compiler
 from models.degradations import degrade
-from models.precision import PrecisionChoice
+from models.precision import PrecisionChoice, native_int8
+from models.quantized import kept_program
+from models.registry import graphs_id
 from models.settings import COMPILED_ENV, SERVING_CONFIG
 from scripts.evaluation.served import denoise_image, score, served_network
 from scripts.paths import REPO
@@ -237,7 +240,8 @@ def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(
     model_store: Path, tmp_path: Path, quality_images: list[Path], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The workers of every pool start together: each model's graphs are timed by one of them (with a
-    package compiled from the archive's program where a C++ compiler is present), the others take its
+    package compiled from the archive's program where a C++ compiler is present, and one from its int8
+    program where it has one and the CPU has int8 instructions), the others take its
     stored decision, and a restart reads them all back without timing or compiling and answers as the
     evaluation scores."""
     env = {CACHE_ENV: str(tmp_path), COMPILED_ENV: "auto"}
@@ -268,6 +272,8 @@ def test_the_precision_is_decided_once_per_machine_and_kept_across_restarts(
         assert "median per batch" in timed[0] or "only native candidate" in timed[0]
         if cxx_compiler():
             assert "aoti-" in timed[0], timed[0]
+            int8_candidate = native_int8(torch.device("cpu")) and kept_program(model, WEIGHTS_DIR, graphs_id(model))[0]
+            assert ("aoti-int8" in timed[0]) == bool(int8_candidate), timed[0]
         assert all(line.split(": ", 1)[1].startswith("cached: ") for line in reread[model]), reread[model]
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from models import MODELS, WEIGHTS_DIR
 from models.degradations import PRESETS, degrade
 from models.noise import ResidualStats
-from models.precision import PRECISIONS
+from models.precision import HANDLER_PRECISIONS
 from models.registry import weight_paths
 from models.settings import HandlerSettings
 from scripts.evaluation import ffdnet
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="results and cache folder")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--limit", type=int, help="only the first N images")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="the networks' graph (auto: the handler's choice)")
+    parser.add_argument("--precision", choices=HANDLER_PRECISIONS, default="auto", help="the networks' graph (auto: the handler's choice)")
     args = parser.parse_args(argv)
     images = split_argument(parser, args.images, "val")
     results = evaluate(images, args.settings, args.methods, args.weights_dir, args.out, args.seed, args.limit,

@@ -19,7 +19,8 @@ from models import WEIGHTS_DIR, load_pretrained
 from models.compiled import save_program
 from models.graphs import serving_graph, trace_graphs
 from models.pipeline import denoise_bytes
-from models.precision import PrecisionChoice
+from models.precision import INT8, PrecisionChoice
+from models.quantized import kept_program
 from models.registry import graphs_id
 from models.settings import HandlerSettings
 from models.tiling import Network, TileConfig
@@ -32,18 +33,23 @@ DEFAULT_SEED = 0
 
 def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, PrecisionChoice]:
     """The graph the handler would serve for ``name`` on this machine (the same cached decision), and the
-    decision (``PrecisionChoice.served`` names it: ``fp32``, ``bf16``, ``aoti-fp32`` or ``aoti-bf16``).
+    decision (``PrecisionChoice.served`` names it: ``fp32``, ``bf16``, ``aoti-fp32``, ``aoti-bf16`` or ``aoti-int8``).
 
     The settings are the handler's defaults with its environment overrides (``DENOISER_THREADS``,
     ``DENOISER_COMPILED``), at ``precision``. The exported programs are made as the archive makes
-    them, and only when a package must be compiled.
+    them, and only when a package must be compiled; the int8 program is the one the archive packs
+    (``models.quantized.kept_program``).
     """
     net = load_pretrained(name, weights_dir)
     settings = dataclasses.replace(HandlerSettings.from_section(None), precision=precision)
     shape = (settings.tile_batch, 3, settings.tile, settings.tile)
+    identity = graphs_id(name, weights_dir)
+
+    def program(asked: str, folder: Path) -> Path | None:
+        return kept_program(name, weights_dir, identity)[0] if asked == INT8 else save_program(net, asked, folder, shape)
+
     with tempfile.TemporaryDirectory(prefix="denoiser-program-") as folder:
-        graph, choice = serving_graph(trace_graphs(net), settings, graphs_id(name, weights_dir),
-                                      program=lambda asked: save_program(net, asked, Path(folder), shape))
+        graph, choice = serving_graph(trace_graphs(net), settings, identity, program=lambda asked: program(asked, Path(folder)))
     return graph, choice
 
 

@@ -3,7 +3,8 @@
 For each model: snapshot its weights (training may be rewriting them), rebuild the network,
 trace its fp32 and bf16 graphs (``models.graphs``: channels-last, frozen), check the fp32 graph
 against eager PyTorch and the bf16 graph against the fp32 one, export both precisions' programs
-for a full tile batch (``models.compiled``; the fp32 one checked against eager), then pack them
+for a full tile batch (``models.compiled``; the fp32 one checked against eager), add the int8
+program where ``scripts.training.quantize`` kept one for these weights (``models.quantized``), then pack them
 all with ``torch-model-archiver`` together with ``handler.py``, the ``models`` package whole (as
 ``models/``, every ``.py`` of it, sub-packages included, so ``import models.tiling`` works inside
 the worker) and ``model-config.yaml`` (``models.settings.SERVING_CONFIG``). A
@@ -28,8 +29,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from models.compiled import save_programs
+from models.compiled import PROGRAM_FILES, save_programs
 from models.graphs import EXAMPLE_SHAPE, GRAPH_FILES, trace_graphs, write_identity
+from models.precision import INT8
+from models.quantized import kept_program, program_paths
 from models.registry import MODELS, WEIGHTS_DIR, graphs_id, load_pretrained, weight_paths
 from models.settings import BF16_TOLERANCE, SERVING_CONFIG, HandlerSettings
 from scripts.paths import MODEL_STORE, REPO, print_paths
@@ -62,14 +65,20 @@ def package_sources() -> list[Path]:
     return sorted(path for path in MODELS_PACKAGE.rglob("*.py") if "__pycache__" not in path.relative_to(MODELS_PACKAGE).parts)
 
 
+def int8_files(name: str, weights_dir: Path) -> list[Path]:
+    """The model's int8 program and its record in ``weights_dir`` (``models.quantized.program_paths``), those that exist."""
+    return [path for path in program_paths(name, weights_dir) if path.exists()]
+
+
 def snapshot_weights(name: str, weights_dir: Path, dest: Path) -> Path:
-    """Copy a model's weight files into ``dest`` so they cannot change mid-build; returns ``dest``."""
+    """Copy a model's weight files (and its int8 program, if any) into ``dest`` so they cannot change mid-build; returns ``dest``."""
     for path in weight_paths(name, weights_dir):
         if not path.exists():
             raise FileNotFoundError(
                 f"no trained weights for {name}: {path} is missing; train them with "
                 f"'python -m scripts.training.train --model {name}' (they go to {WEIGHTS_DIR})"
             )
+    for path in (*weight_paths(name, weights_dir), *int8_files(name, weights_dir)):
         shutil.copy2(path, dest / path.name)
     return dest
 
@@ -77,7 +86,8 @@ def snapshot_weights(name: str, weights_dir: Path, dest: Path) -> Path:
 def fingerprint(name: str, weights_dir: Path) -> str:
     """SHA-256 of everything an archive is built from: weights, handler, the models package, config, tools."""
     digest = hashlib.sha256()
-    inputs = [(path.name, path) for path in (*weight_paths(name, weights_dir), HANDLER, Path(__file__))]
+    inputs = [(path.name, path) for path in (*weight_paths(name, weights_dir), *int8_files(name, weights_dir),
+                                             HANDLER, Path(__file__))]
     inputs += [(path.relative_to(MODELS_PACKAGE).as_posix(), path) for path in package_sources()]
     for label, path in inputs:
         digest.update(label.encode())
@@ -124,12 +134,15 @@ def checked_graphs(model: torch.nn.Module) -> tuple[dict[str, torch.jit.ScriptMo
     return graphs, diffs
 
 
-def checked_programs(model: torch.nn.Module, folder: Path) -> float:
-    """Export ``model``'s programs into ``folder`` (``models.compiled``); the fp32 program's difference from eager.
+def checked_programs(model: torch.nn.Module, folder: Path, int8: Path | None) -> float:
+    """Export ``model``'s float programs into ``folder`` (``models.compiled``), copy the ``int8`` one there when given;
+    the fp32 program's difference from eager.
 
     Raises ``RuntimeError`` when it is ``TRACE_TOLERANCE`` or more.
     """
     paths = save_programs(model, folder, CHECK_SHAPES[1])
+    if int8 is not None:
+        shutil.copy2(int8, Path(folder) / PROGRAM_FILES[INT8])
     diff = max_abs_diff(model.eval(), torch.export.load(str(paths["fp32"])).module(), CHECK_SHAPES[1])
     if diff >= TRACE_TOLERANCE:
         raise RuntimeError(f"the exported fp32 program differs from eager by {diff:.3g} (limit {TRACE_TOLERANCE})")
@@ -186,8 +199,10 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
             return target
         model = load_pretrained(name, weights)
         graphs, diffs = checked_graphs(model)
-        model_file, config_file, extra = stage_files(work, graphs, graphs_id(name, weights))
-        diffs["program_fp32_vs_eager"] = checked_programs(model, extra)
+        identity = graphs_id(name, weights)
+        model_file, config_file, extra = stage_files(work, graphs, identity)
+        int8, int8_why = kept_program(name, weights, identity)
+        diffs["program_fp32_vs_eager"] = checked_programs(model, extra, int8)
         export = work / "export"
         export.mkdir()
         run_archiver(name, model_file, config_file, extra, export, work)
@@ -196,6 +211,7 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
             "fingerprint": digest,
             "model": name,
             "max_abs_diff": diffs,
+            "int8_program": int8_why,
             "training": json.loads(info_path.read_text()).get("training", {}),
         }
         os.replace(export / f"{name}.mar", target)

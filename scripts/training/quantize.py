@@ -5,7 +5,10 @@
     python -m scripts.training.quantize --models model_unet --sensitivity --calibration 128   # which layers cost
 
 For each model: calibrate on crops of the training photos under the blind mixture (the noise the
-networks were trained on), quantise (``models.quantized``), then score the fp32 network and the
+networks were trained on), quantise (``quantize``: torchao's PT2E flow with ``X86InductorQuantizer``,
+per-channel int8 weights and uint8 activations, the layout oneDNN's VNNI and AMX int8 kernels
+compute; the blocks at full resolution, ``full_resolution_blocks``, stay in float32 because they
+carry nearly all of int8's loss), then score the fp32 network and the
 int8 program on the same fixed validation crops under each preset of
 ``models.quantized.GATE_PRESETS``. ``<model>-int8.json`` beside the weights records the scores,
 what was kept in float and which weights it was made from; ``<model>-int8.pt2`` is written only
@@ -14,23 +17,25 @@ program only when its record says so and names the weights it is asked for (the 
 ``compiled`` section times those).
 ``--sensitivity`` prints, instead, each layer group's loss quantised alone (the rest in float),
 everything's, and everything's but the full-resolution blocks': how
-``models.quantized.full_resolution_blocks`` was chosen.
+``full_resolution_blocks`` was chosen.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models import MODELS, WEIGHTS_DIR
+from models.blocks import UNetSkeleton
+from models.compiled import without_example
 from models.degradations import PRESETS, BlindNoiseConfig
 from models.precision import cpu_name
-from models.quantized import GATE_PRESETS, MAX_LOSS_DB, full_resolution_blocks, layer_groups, program_paths, quantize
+from models.quantized import GATE_PRESETS, MAX_LOSS_DB, program_paths
 from models.registry import graphs_id, load_pretrained
 from models.settings import HandlerSettings
 from scripts.evaluation.metrics import psnr
@@ -43,6 +48,57 @@ Pairs = tuple[torch.Tensor, torch.Tensor]
 
 
 CPU = torch.device("cpu")
+
+
+def layer_groups(net: UNetSkeleton) -> list[str]:
+    """The network's blocks in data order (encoders, bottleneck, decoders, head): the units of ``--sensitivity``."""
+    return [*(f"encoders.{i}" for i in range(len(net.encoders))), "bottleneck",
+            *(f"decoders.{i}" for i in range(len(net.decoders))), "head"]
+
+
+def full_resolution_blocks(net: UNetSkeleton) -> list[str]:
+    """Names of the blocks kept in float32: the first encoder, the last decoder and the head, which work at full resolution."""
+    return ["encoders.0", f"decoders.{len(net.decoders) - 1}", "head"]
+
+
+def quantize(net: torch.nn.Module, calibration: Iterable[torch.Tensor], kept_float: Iterable[str] = (),
+             only: Iterable[str] | None = None) -> torch.export.ExportedProgram:
+    """``net`` quantised to int8 on ``calibration`` batches (each of the shape it is exported for), as an exported program.
+
+    Weights get per-channel scales, activations per-tensor scales from histograms of what the
+    calibration batches produce; the modules named in ``kept_float`` are left in float32, and
+    with ``only`` given, everything but the modules it names. Needs ``torchao``.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    batches = (batch.contiguous() for batch in calibration)  # the layout a package is called with (models.compiled)
+    first = next(batches)
+    net = net.eval().to(memory_format=torch.channels_last)
+    config = x86.get_default_x86_inductor_quantization_config()
+    quantizer = x86.X86InductorQuantizer()
+    if only is None:
+        quantizer.set_global(config)
+    for name in only or ():
+        quantizer.set_module_name_qconfig(name, config)
+    for name in kept_float:
+        quantizer.set_module_name_qconfig(name, None)
+    with torch.no_grad():
+        prepared = prepare_pt2e(torch.export.export(net, (first,)).module(), quantizer)
+        for batch in (first, *batches):
+            prepared(batch)
+        converted = drop_unused_tensors(convert_pt2e(prepared))
+        return without_example(torch.export.export(converted, (first,)))
+
+
+def drop_unused_tensors(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``module`` without the parameters and buffers its graph no longer reads (the float weights of quantised layers)."""
+    used = {node.target for node in module.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*module.named_parameters(), *module.named_buffers()]:
+        if name not in used:
+            owner, _, leaf = name.rpartition(".")
+            delattr(module.get_submodule(owner), leaf)
+    return module
 
 
 def calibration_batches(train_src: Path, crops: int, seed: int) -> Iterator[torch.Tensor]:
