@@ -8,8 +8,9 @@ chose into a package in the choice cache folder (``models.choice_cache``), times
 serves the package only where it is clearly faster (``models.graphs.serving_graph``). Compiling
 needs a C++ compiler; without one the candidate is skipped and the reason logged.
 
-An int8 program (``scripts.training.quantize``, ``models.quantized``) is compiled the same way, with its weights frozen into
-the package: inductor then folds each quantised weight into oneDNN's int8 convolution.
+An int8 program (made by ``scripts.training.quantize``, found by ``models.quantized``) is compiled
+the same way, with its weights frozen into the package: inductor then folds each quantised weight
+into oneDNN's int8 convolution.
 
 A package is compiled for one batch shape, the full tile batch: ``PaddedGraph`` pads a smaller
 last batch to it with zeros and drops the padded rows' output. (A package exported with a dynamic
@@ -128,10 +129,10 @@ def is_quantized(program: torch.export.ExportedProgram) -> bool:
 def compile_package(program: torch.export.ExportedProgram, path: Path, shape: tuple[int, ...]) -> Path:
     """Compile ``program`` for this CPU into the AOTInductor package ``path`` (written whole, then renamed).
 
-    An int8 program is compiled with frozen weights. Compiling runs without autograd, as a graph that
-    only ever serves (and as the benchmark compiles): with autograd on, the U-Net's int8 package
-    took 105 ms per batch of 16 tiles against 77 without (AMD EPYC, 2026-12-07). Raises
-    ``ValueError`` unless the program was exported for batches of ``shape``.
+    An int8 program is compiled with frozen weights. Compiling runs without autograd, for a graph
+    that only ever serves, as the benchmark compiles the packages it times (with autograd on the
+    int8 packages came out slower). Raises ``ValueError`` unless the program was exported for
+    batches of ``shape``.
     """
     import torch._inductor as inductor
     from torch._inductor import config as inductor_config
