@@ -3,7 +3,8 @@
 The only serving-specific file: the request pipeline is ``models.pipeline.denoise_bytes``.
 This file reads the settings, loads the archive's fp32 and bf16 TorchScript graphs once per
 worker, serves the one this machine's decision picks (``models.graphs.serving_graph``, which may
-compile the archive's exported program for this CPU instead), and maps
+compile the archive's exported program for this CPU instead) as the model's self-ensemble
+(``models.ensemble``, ``handler.ensemble``: one call per tile batch by default), and maps
 each request (raw body or multipart form) to a PNG or to a JSON error with its own HTTP
 status, so one bad upload never fails the rest of its batch. A JSON body in KServe's v1 or v2
 shape (``models.protocols``) gets base64 PNGs in the matching JSON answer, on any of
@@ -26,6 +27,7 @@ from ts.utils.util import PredictionException
 
 from models import protocols
 from models.compiled import PROGRAM_FILES
+from models.ensemble import ensembled
 from models.graphs import GRAPH_FILES, ProgramSource, read_identity, serving_graph
 from models.imaging import ImageError
 from models.pipeline import Denoised, denoise_bytes
@@ -151,12 +153,13 @@ class DenoiserHandler(BaseHandler):
             if os.path.exists(path := os.path.join(model_dir, name))
         }
         self.tiles = self.settings.tiles
-        self.model, self.choice = serving_graph(graphs, self.settings, read_identity(model_dir), self.device,
-                                                archive_programs(model_dir))
+        graph, self.choice = serving_graph(graphs, self.settings, read_identity(model_dir), self.device,
+                                           archive_programs(model_dir))
+        self.model = ensembled(graph, self.settings.ensemble)
         logger.info(
-            "denoiser %s (registered as %s) on %s (%s) with %d threads serves %s, %s",
+            "denoiser %s (registered as %s) on %s (%s) with %d threads serves %s, ensemble of %d, %s",
             self.manifest["model"]["modelName"], context.model_name, self.device, cpu_name(), torch.get_num_threads(),
-            self.choice.describe(), self.settings,
+            self.choice.describe(), self.settings.ensemble, self.settings,
         )
         self.initialized = True
 

@@ -1,10 +1,11 @@
 """Every serving setting in one place: the handler's own and TorchServe's per-model ones.
 
-``SERVING_CONFIG`` is what ``scripts.serving.archives`` writes into each archive's
-``model-config.yaml``; its ``handler:`` section is read back by ``HandlerSettings`` in the
-worker, where ``DENOISER_THREADS``, ``DENOISER_PRECISION`` and ``DENOISER_HIDDEN_POOL_NICE`` override it and an unknown key is
-refused (``DENOISER_COMPILED`` overrides ``compiled``). A plain module outside ``handler.py`` because TorchServe's loader requires the handler
-module to define exactly one class.
+``serving_config(name)`` is what ``scripts.serving.archives`` writes into each archive's
+``model-config.yaml``: ``SERVING_CONFIG`` with the model's own ``ENSEMBLES`` entry; its
+``handler:`` section is read back by ``HandlerSettings`` in the worker, where
+``DENOISER_THREADS``, ``DENOISER_PRECISION``, ``DENOISER_HIDDEN_POOL_NICE`` and
+``DENOISER_COMPILED`` override it and an unknown key is refused. A plain module outside
+``handler.py`` because TorchServe's loader requires the handler module to define exactly one class.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .ensemble import check_ensemble
 from .imaging import MAX_PIXELS
 from .precision import HANDLER_PRECISIONS, check_precision
 from .tiling import TileConfig
@@ -53,9 +55,11 @@ class HandlerSettings:
     bf16_tolerance: float = BF16_TOLERANCE
     hidden_pool_nice: int = HIDDEN_POOL_NICE
     compiled: str = "auto"
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "handler.precision", HANDLER_PRECISIONS)
+        check_ensemble(self.ensemble, "handler.ensemble")
         if self.compiled not in COMPILED_MODES:
             raise ValueError(f"handler.compiled must be one of {', '.join(COMPILED_MODES)}, not {self.compiled!r}")
         TileConfig(self.tile, self.overlap, self.tile_batch)  # raises ValueError on a bad combination
@@ -108,3 +112,13 @@ SERVING_CONFIG: dict[str, Any] = {
     "startupTimeout": 300,
     "handler": asdict(HandlerSettings()),
 }
+
+# Each served model's geometric self-ensemble (models.ensemble): how many rotations and flips of
+# each tile batch its worker runs and averages. Each costs one more network call per tile; what
+# each size buys in quality and time: docs/results.md, "Self-ensemble".
+ENSEMBLES: dict[str, int] = {"model_unet": 1, "model_runet": 1, "model_arunet": 1}
+
+
+def serving_config(name: str) -> dict[str, Any]:
+    """TorchServe's settings for model ``name``: ``SERVING_CONFIG`` with the model's own ``handler.ensemble``."""
+    return {**SERVING_CONFIG, "handler": {**SERVING_CONFIG["handler"], "ensemble": ENSEMBLES[name]}}

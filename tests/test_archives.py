@@ -14,7 +14,7 @@ from models import save_weights
 from models.compiled import PROGRAM_FILES
 from models.quantized import program_paths
 from models.registry import graphs_id
-from models.settings import BF16_TOLERANCE, SERVING_CONFIG
+from models.settings import BF16_TOLERANCE, ENSEMBLES, serving_config
 from scripts.serving import archives
 from scripts.serving.archives import TRACE_TOLERANCE, build_archive, checked_graphs, main, stamp_path
 from tests.networks import random_network
@@ -42,7 +42,7 @@ def test_archive_holds_model_handler_package_and_config(weights: Path, tmp_path:
     assert {PROGRAM_FILES["fp32"], PROGRAM_FILES["bf16"]} <= names and PROGRAM_FILES["int8"] not in names
     assert not any(name.endswith(".safetensors") for name in names)
     assert manifest["model"]["modelName"] == NAME
-    assert config == SERVING_CONFIG
+    assert config == serving_config(NAME) and config["handler"]["ensemble"] == ENSEMBLES[NAME]
     stamp = json.loads((tmp_path / "store" / "R-UNET.build.json").read_text())
     assert stamp["max_abs_diff"]["fp32_vs_eager"] < TRACE_TOLERANCE
     assert 0 < stamp["max_abs_diff"]["bf16_vs_fp32"] <= BF16_TOLERANCE

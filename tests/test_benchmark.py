@@ -116,6 +116,13 @@ def test_the_peers_section_without_ffdnet_says_so(weights, image, monkeypatch, c
     assert "no FFDNet row in the peers section" in capsys.readouterr().out
 
 
+def test_the_peers_section_times_each_self_ensemble_asked_for(weights, image, monkeypatch) -> None:
+    monkeypatch.setattr(ffdnet, "available", lambda: False)
+    results = main(["--quick", "--repeats", "1", "--section", "peers", "--models", "model_unet", "--ensemble", "1", "4",
+                    "--image", str(image), "--weights-dir", str(weights)])
+    assert [row["method"] for row in results["peers"]] == ["model_unet x1", "model_unet x4", "nlm"]
+
+
 def test_http_section_against_the_session_server(server, image, capsys) -> None:
     results = main(["--quick", "--repeats", "1", "--section", "http", "--models", "model_unet", "--image", str(image),
                     "--url", server.inference_url])

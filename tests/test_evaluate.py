@@ -9,9 +9,11 @@ import torch
 
 from models import save_weights
 from models.degradations import degrade
+from models.ensemble import GeometricEnsemble
+from models.settings import ENSEMBLES
 from scripts.evaluation import baselines, evaluate, ffdnet
 from scripts.evaluation.evaluate import main
-from scripts.evaluation.served import denoise_image, served_network
+from scripts.evaluation.served import denoise_image, served_network, served_settings
 from scripts.training.dataset import list_images, load_rgb
 from tests.networks import random_network, saved_random_networks
 from tests.photos import synthetic_folder
@@ -29,12 +31,12 @@ def weights(tmp_path_factory):
     return saved_random_networks(tmp_path_factory.mktemp("weights"), width=8, depth=2)
 
 
-def run(images, weights, out, methods, settings=("hybrid",), limit=2) -> dict:
+def run(images, weights, out, methods, settings=("hybrid",), limit=2, extra=()) -> dict:
     # fp32 pinned: "auto" times both graphs, and on these tiny networks a busy machine can flip
     # the choice between two runs, which rightly changes the cache key.
     return main([
         "--images", str(images), "--weights-dir", str(weights), "--out", str(out), "--limit", str(limit),
-        "--methods", *methods, "--settings", *settings, "--precision", "fp32",
+        "--methods", *methods, "--settings", *settings, "--precision", "fp32", *extra,
     ])
 
 
@@ -135,3 +137,15 @@ def test_served_network_follows_the_precision_asked_for(tmp_path) -> None:
     bf16, chosen16 = served_network("model_unet", weights, "bf16")
     assert (chosen32.served, chosen16.served) == ("fp32", "bf16")
     assert 0 < float((fp32(x) - bf16(x)).abs().max()) < 0.05
+
+
+def test_a_self_ensemble_is_scored_as_served_and_cached_apart(images, weights, tmp_path) -> None:
+    plain = run(images, weights, tmp_path, ["model_unet"], limit=1)
+    assert served_settings("model_unet").ensemble == ENSEMBLES["model_unet"]
+    four = run(images, weights, tmp_path, ["model_unet"], limit=1, extra=("--ensemble", "4"))
+    net, _ = served_network("model_unet", weights, "fp32", ensemble=4)
+    assert isinstance(net, GeometricEnsemble) and four["ensemble"] == 4
+    clean = load_rgb(list_images(images)[0])
+    expected = evaluate.score(clean, denoise_image(net, degrade(clean, "hybrid", 0, evaluate.DEFAULT_SEED)))
+    assert four["settings"]["hybrid"]["methods"]["model_unet"]["psnr"] == pytest.approx(expected["psnr"])
+    assert four["settings"]["hybrid"]["methods"]["model_unet"]["psnr"] != plain["settings"]["hybrid"]["methods"]["model_unet"]["psnr"]

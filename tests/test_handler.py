@@ -26,10 +26,21 @@ from ts.utils.util import list_classes_from_module
 import handler as handler_module
 from handler import DenoiserHandler, archive_programs, lower_priority_if_hidden, upload_bytes
 from models.compiled import PROGRAM_FILES
+from models.ensemble import GeometricEnsemble, ensembled
 from models.graphs import GRAPH_FILES, trace_graphs, write_identity
 from models.imaging import MAX_PIXELS, decode_image
 from models.pipeline import denoise_bytes
-from models.settings import COMPILED_ENV, HIDDEN_POOL_NICE_ENV, PRECISION_ENV, SERVING_CONFIG, THREADS_ENV, HandlerSettings
+from models.registry import MODELS
+from models.settings import (
+    COMPILED_ENV,
+    ENSEMBLES,
+    HIDDEN_POOL_NICE_ENV,
+    PRECISION_ENV,
+    SERVING_CONFIG,
+    THREADS_ENV,
+    HandlerSettings,
+    serving_config,
+)
 from models.tiling import TileConfig, count_tiles
 from scripts.serving.archives import model_config_yaml
 from tests.networks import random_network
@@ -174,12 +185,36 @@ def test_unknown_or_invalid_settings_are_refused() -> None:
 
 
 def test_the_archive_config_reads_back_as_the_settings_defaults(monkeypatch, tmp_path: Path) -> None:
-    """model-config.yaml as the archive holds it, read the way a worker reads it, gives the defaults."""
+    """model-config.yaml as each archive holds it, read the way a worker reads it, gives the defaults and its ensemble."""
     monkeypatch.delenv(THREADS_ENV, raising=False)
     monkeypatch.delenv(PRECISION_ENV, raising=False)
     monkeypatch.delenv(COMPILED_ENV, raising=False)
-    packed = yaml.safe_load(model_config_yaml())
-    assert HandlerSettings.from_context(make_context(tmp_path, packed)) == HandlerSettings()
+    for name in MODELS:
+        packed = yaml.safe_load(model_config_yaml(name))
+        served = HandlerSettings.from_context(make_context(tmp_path, packed))
+        assert served == HandlerSettings(ensemble=ENSEMBLES[name])
+
+
+def test_every_served_model_has_a_self_ensemble_and_a_bad_one_is_refused() -> None:
+    assert set(ENSEMBLES) == set(MODELS)
+    assert all(serving_config(name)["handler"]["ensemble"] == size for name, size in ENSEMBLES.items())
+    assert HandlerSettings.from_section({"ensemble": "4"}, environ={}).ensemble == 4
+    with pytest.raises(ValueError, match="handler.ensemble must be one of 1, 2, 4, 8, not 3"):
+        HandlerSettings.from_section({"ensemble": 3}, environ={})
+
+
+def test_a_worker_with_an_ensemble_answers_its_average(served) -> None:
+    """handler.ensemble: 4 in the YAML: the answer is the pipeline's with the graph's four-transform ensemble."""
+    handler, context, graphs = served
+    config = {"handler": {**YAML_CONFIG["handler"], "ensemble": 4}}
+    worker = DenoiserHandler()
+    worker.initialize(make_context(Path(context.system_properties["model_dir"]), config))
+    assert worker.settings.ensemble == 4 and isinstance(worker.model, GeometricEnsemble)
+    rgb = image_file(RGB)
+    graph = graphs[worker.choice.precision]
+    expected = denoise_bytes(ensembled(graph, 4), rgb, TileConfig(32, 8, 4), max_pixels=5000).png
+    assert expected != denoise_bytes(graph, rgb, TileConfig(32, 8, 4), max_pixels=5000).png
+    assert run_batch((worker, context, graphs), [raw(rgb, "image/png")]) == [(200, "image/png", expected)]
 
 
 def test_forced_fp32_serves_the_fp32_graph(served, monkeypatch) -> None:

