@@ -207,6 +207,25 @@ def test_init_with_narrower_weights_widens_them_and_starts_from_their_score(phot
     assert second["training"]["warm_start"] == {**first["training"], "widened_from": 8}
 
 
+def test_init_model_grafts_cbam_onto_the_residual_unet_and_starts_from_its_score(photos, tmp_path, capsys) -> None:
+    first = train(config(photos, tmp_path / "first", epochs=1))
+    capsys.readouterr()
+    second = train(config(photos, tmp_path / "second", model="model_arunet", epochs=1, arch={"width": 16, "depth": 2},
+                          init=tmp_path / "first" / "weights", init_model="model_runet"))
+    printed = capsys.readouterr().out
+    assert "widened to width 16" in printed and "attention grafted onto the model_runet weights" in printed
+    start = float(printed.split("val PSNR ")[1].split(" dB")[0])
+    assert start == pytest.approx(first["training"]["val_psnr"], abs=0.01)
+    assert second["training"]["warm_start"] == {**first["training"], "widened_from": 8, "grafted_from": "model_runet"}
+
+
+def test_init_model_refuses_a_pair_that_cannot_graft(photos, tmp_path) -> None:
+    train(config(photos, tmp_path / "first", model="model_unet", epochs=1))
+    with pytest.raises(ValueError, match="--init-model model_unet cannot start model_arunet"):
+        train(config(photos, tmp_path / "second", model="model_arunet", epochs=1, init=tmp_path / "first" / "weights",
+                     init_model="model_unet"))
+
+
 def test_a_validation_photo_that_is_also_a_training_photo_is_refused(photos, tmp_path) -> None:
     with pytest.raises(ValueError, match="also training images"):
         train(config(photos, tmp_path, val_src=photos / "train"))

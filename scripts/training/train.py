@@ -4,6 +4,7 @@
     python -m scripts.training.train --model model_unet --minutes 90 --resume # extend it later
     python -m scripts.training.train --model model_unet --minutes 60 --init models/weights  # fine-tune
     python -m scripts.training.train --model model_unet --minutes 150 --init models/weights --width 24  # widen, then train
+    python -m scripts.training.train --model model_arunet --width 24 --init models/weights --init-model model_runet  # graft CBAM
     python -m scripts.training.train --model model_unet --minutes 30 --init models/weights --crops 128 \
         --lr 2e-4 --hybrid-share 0.5                                 # lean towards the hybrid model
     python -m scripts.training.train --model model_unet --measure             # loader vs step patches/s
@@ -16,7 +17,9 @@ at a constant number of pixels per batch. An "epoch" is ``--epoch-patches`` patc
 validation on fixed crops of ``--val-src``; the raw and the EMA weights are both scored and
 the better is kept. A fine-tune (``--init``) first scores the weights it starts from and keeps
 an epoch only if it beats them; saved weights narrower than ``--width`` are widened first so the
-wider network starts out computing exactly what they compute (``models.widening``). bf16
+wider network starts out computing exactly what they compute (``models.widening``), and
+``--init-model model_runet`` starts the CBAM network from the Residual U-Net's weights with its
+attention grafted on, computing exactly what they compute too (``models.grafting``). bf16
 autocast runs with ``--precision bf16``; ``auto`` (the default) times a few training steps in
 fp32 and in bf16 where bf16 is native and trains in the faster (bf16 is slower than fp32 on
 some CPUs that have it); ``--measure`` prints both step rates beside the loader's.
@@ -47,9 +50,10 @@ from torch.utils.data import DataLoader
 
 from models import MODELS, WEIGHTS_DIR, build_model, save_weights, weight_paths
 from models.degradations import PRESETS, BlindNoiseConfig, Degradation
+from models.grafting import GRAFTS, graft_attention
 from models.precision import PRECISIONS, native_bf16, wants_bf16
 from models.registry import read_weights
-from models.widening import widen_into
+from models.widening import widen
 from scripts.evaluation.metrics import psnr
 from scripts.paths import RUNS_DIR, corpus_split, split_argument
 from scripts.training.dataset import DegradedCrops, fixed_pairs, refuse_shared_images, usable_images
@@ -86,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     init: Path | None = None
+    init_model: str | None = None
 
     def __post_init__(self) -> None:
         self.train_src = Path(self.train_src) if self.train_src else corpus_split("train")
@@ -248,7 +253,7 @@ class Trainer:
             return
         (self.cfg.run_dir / "log.csv").unlink(missing_ok=True)
         if self.cfg.init is not None:
-            self.state["warm_start"] = warm_start(self.model, self.cfg.model, self.cfg.init)
+            self.state["warm_start"] = warm_start(self.model, self.cfg.model, self.cfg.init, self.cfg.init_model)
             self.ema.load_state_dict(self.model.state_dict())
 
     def progress(self) -> float:
@@ -424,24 +429,35 @@ def measure(cfg: TrainConfig, batches_timed: int = 20) -> dict[str, float | str]
             "step_patches_per_s_bf16": rates["bf16"], "precision": faster}
 
 
-def warm_start(model: torch.nn.Module, name: str, weights_dir: Path) -> dict:
-    """Load ``name``'s saved weights from ``weights_dir`` into ``model``; returns their training summary.
+def warm_start(model: torch.nn.Module, name: str, weights_dir: Path, source: str | None = None) -> dict:
+    """Load the weights of ``source`` (default ``name``) saved in ``weights_dir`` into ``model``; returns their training summary.
 
     Weights of a narrower network (same depth) are widened to ``model``'s width, computing the
-    same function (``models.widening``); the summary then notes the width they had. Any other
-    difference of configuration is refused (``load_state_dict`` rejects tensors of another shape).
+    same function (``models.widening``); the summary then notes the width they had. The Residual
+    U-Net's weights start the CBAM network by grafting its attention on (``models.grafting``), also
+    function-preserving; the summary notes that too. Any other difference of configuration is
+    refused (``load_state_dict`` rejects tensors of another shape).
     """
-    tensors, info = read_weights(name, weights_dir)
-    saved = {**MODELS[name].config, **info.get("config", {})}
-    narrow = build_model(name, **saved)
-    narrow.load_state_dict(tensors)
-    if saved["width"] == model.head.in_channels:
-        model.load_state_dict(tensors)
-        return info.get("training", {})
-    widen_into(narrow, model)
-    print(f"{name}: the width-{saved['width']} weights in {weights_dir} widened to width {model.head.in_channels}",
-          flush=True)
-    return {**info.get("training", {}), "widened_from": saved["width"]}
+    source = source or name
+    if source != name and (source, name) not in GRAFTS:
+        raise ValueError(f"--init-model {source} cannot start {name}; only {', '.join(f'{a} -> {b}' for a, b in GRAFTS)}")
+    tensors, info = read_weights(source, weights_dir)
+    saved = {**MODELS[source].config, **info.get("config", {})}
+    start = build_model(source, **saved)
+    start.load_state_dict(tensors)
+    notes = {}
+    if saved["width"] != model.head.in_channels:
+        start = widen(start, model.head.in_channels)
+        notes["widened_from"] = saved["width"]
+        print(f"{source}: the width-{saved['width']} weights in {weights_dir} widened to width {model.head.in_channels}",
+              flush=True)
+    if source != name:
+        graft_attention(start, model)
+        notes["grafted_from"] = source
+        print(f"{name}: attention grafted onto the {source} weights in {weights_dir}", flush=True)
+    else:
+        model.load_state_dict(start.state_dict())
+    return {**info.get("training", {}), **notes}
 
 
 def training_runs(training: dict) -> list[dict]:
@@ -512,6 +528,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision)
     parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
     parser.add_argument("--init", type=Path, help="start from the weights saved in this folder (fine-tuning)")
+    parser.add_argument("--init-model", choices=[source for source, _ in GRAFTS],
+                        help="start --model from this model's weights in --init (model_runet for model_arunet: CBAM grafted on)")
     args = vars(parser.parse_args(argv))
     if args.pop("summary"):
         print(summary_table(args["weights_dir"]), end="")
