@@ -35,11 +35,11 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("model_unet", UNet, "UNET", "U-Net",
-                  "The fastest, and second in quality: for previews, large images and many photos.", {"width": 16, "depth": 4}),
+                  "The fastest, and the lowest quality of the three: for previews, large images and many photos.", {"width": 16, "depth": 4}),
         ModelSpec("model_runet", ResUNet, "R-UNET", "Residual U-Net",
-                  "The highest quality of the three, and the slowest.", {"width": 24, "depth": 4}),
+                  "Balanced: better than the U-Net, at about twice its time.", {"width": 24, "depth": 4}),
         ModelSpec("model_arunet", CBAMResUNet, "A-R-UNET", "Residual U-Net + CBAM",
-                  "Channel and spatial attention; for now slower than the U-Net and no better.", {"width": 16, "depth": 4}),
+                  "The highest quality: the Residual U-Net with attention, run on each tile and its transpose.", {"width": 24, "depth": 4}),
     )
 }
 

@@ -116,7 +116,7 @@ SERVING_CONFIG: dict[str, Any] = {
 # Each served model's geometric self-ensemble (models.ensemble): how many rotations and flips of
 # each tile batch its worker runs and averages. Each costs one more network call per tile; what
 # each size buys in quality and time: docs/results.md, "Self-ensemble".
-ENSEMBLES: dict[str, int] = {"model_unet": 1, "model_runet": 1, "model_arunet": 1}
+ENSEMBLES: dict[str, int] = {"model_unet": 1, "model_runet": 1, "model_arunet": 2}
 
 
 def serving_config(name: str) -> dict[str, Any]:

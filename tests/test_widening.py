@@ -31,7 +31,7 @@ def test_a_widened_random_network_computes_the_same_function(name: str, width: i
     assert torch.allclose(noise_estimates(wide.eval(), x), before, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("name", "width"), [("model_unet", 24), ("model_runet", 24), ("model_arunet", 32)])
+@pytest.mark.parametrize(("name", "width"), [("model_unet", 24), ("model_runet", 32), ("model_arunet", 48)])
 def test_the_committed_weights_widen_without_changing_their_answer(name: str, width: int) -> None:
     narrow = load_pretrained(name, WEIGHTS_DIR)
     assert narrow.head.in_channels == MODELS[name].config["width"]
