@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +69,9 @@ def serving_graph(
     (``models.choice_cache``), so every worker, the evaluation and the tests serve the same graph.
     Under ``auto``, ``program(precision)`` gives the saved exported program a compiled candidate is
     built from, in a process of its own (``models.compiled``), where ``settings.compiled`` allows
-    it, the device is a CPU and a C++ compiler is present: first the chosen precision's, then the
-    int8 one where there is one and the CPU has int8 instructions. Packages are kept beside the decision.
+    it, the device is a CPU and a C++ compiler is present: the chosen precision's and the int8 one
+    where there is one and the CPU has int8 instructions, compiled side by side
+    (``compile_packages``), then timed in that order. Packages are kept beside the decision.
     """
     batch = torch.rand(settings.tile_batch, 3, settings.tile, settings.tile,
                        generator=torch.Generator().manual_seed(0)).to(device)
@@ -100,9 +103,11 @@ def serving_graph(
                 graph(batch)
         served.update(graph=graph, choice=choice)
 
-    def compiled_challenger(choice: PrecisionChoice, precision: str) -> PrecisionChoice:
+    def compiled_challenger(choice: PrecisionChoice, precision: str, failure: Exception | None) -> PrecisionChoice:
         current = packages[choice.precision] if choice.graph == compiled.GRAPH_KIND else graphs[choice.precision]
         try:
+            if failure is not None:
+                raise failure
             challenger = build(precision)
         except Exception as error:  # noqa: BLE001 - a compiler that fails leaves the current graph served
             return dataclasses.replace(choice, reason=f"{choice.reason}; compiling {precision} failed: {error}")
@@ -113,9 +118,10 @@ def serving_graph(
         choice = choose_precision(graphs, settings.precision, batch, settings.bf16_tolerance, CHOICE_MARGIN)
         if compiler is None:
             return choice
-        choice = compiled_challenger(choice, choice.precision)
-        if native_int8(device) and int8_program is not None:
-            choice = compiled_challenger(choice, INT8)
+        challengers = [choice.precision] + ([INT8] if native_int8(device) and int8_program is not None else [])
+        failures = compile_packages(challengers, program, package, tuple(batch.shape))
+        for precision in challengers:
+            choice = compiled_challenger(choice, precision, failures.get(precision))
         for precision in packages.keys() - {choice.precision if choice.graph == compiled.GRAPH_KIND else None}:
             package_path(package, precision).unlink(missing_ok=True)
         return choice
@@ -132,6 +138,27 @@ def serving_graph(
 def package_path(package: Path, precision: str) -> Path:
     """Where the compiled package of ``precision`` is kept, ``package`` being its decision's entry with suffix ``.pt2``."""
     return package.with_name(f"{package.stem}-{precision}.pt2")
+
+
+def compile_packages(
+    precisions: list[str], program: ProgramSource | None, package: Path, shape: tuple[int, ...],
+) -> dict[str, Exception]:
+    """Compile the packages of ``precisions`` not kept yet (``package_path``) at the same time, each in a
+    process of its own; returns each failed compile's error by precision.
+
+    A compile keeps about one core busy (inductor's code generation, then one C++ compiler call), so
+    the bf16 and int8 packages are compiled side by side, as many at once as the machine has cores.
+    Nothing is timed meanwhile: the decision times each package after all are compiled.
+    """
+    sources = {precision: program(precision) if program else None for precision in precisions
+               if not package_path(package, precision).exists()}
+    jobs = {precision: source for precision, source in sources.items() if source is not None}
+    if not jobs:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        running = {precision: pool.submit(compiled.compile_apart, source, package_path(package, precision), shape)
+                   for precision, source in jobs.items()}
+    return {precision: error for precision, done in running.items() if (error := done.exception()) is not None}
 
 
 def package_graph(precision: str, program: ProgramSource | None, package: Path, shape: tuple[int, ...]) -> Graph:

@@ -1,6 +1,8 @@
 """The served graph: TorchScript or a package compiled here, decided once by timing and kept with the decision."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -169,13 +171,30 @@ def test_a_clearly_faster_int8_package_is_served_and_only_its_package_kept(monke
     assert (choice.served, choice.precision, choice.graph) == ("aoti-int8", "int8", "aoti")
     assert set(choice.seconds) == {"fp32", "bf16", "aoti-bf16", "aoti-int8"}
     assert choice.reason.startswith("aoti-int8 is at least 10% faster than aoti-bf16")
-    assert builds.sources == ["program-bf16.pt2", "program-int8.pt2"]
+    assert sorted(builds.sources) == ["program-bf16.pt2", "program-int8.pt2"]
     assert torch.allclose(served(torch.zeros(1)), torch.full((1,), 0.015))
     entry = next(tmp_path.glob("precision-*.json"))
     assert sorted(tmp_path.glob("*.pt2")) == [entry.with_name(f"{entry.stem}-int8.pt2")]
 
     again, cached = serve(builds)
     assert cached.served == "aoti-int8" and cached.reason.startswith("cached: ") and len(builds.compiled) == 2
+
+
+def test_the_bf16_and_int8_packages_are_compiled_side_by_side(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("DENOISER_CACHE_DIR", str(tmp_path))
+    builds = Builds(monkeypatch, seconds=0.004, int8=0.001)
+    both = threading.Barrier(2, timeout=10)
+    compile_alone = builds.compile
+
+    def compile_together(program: Path, path: Path, shape: tuple[int, ...]) -> Path:
+        both.wait()  # broken (and the compile failed) unless the other compile has started meanwhile
+        return compile_alone(program, path, shape)
+
+    monkeypatch.setattr(compiled, "compile_apart", compile_together)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    _, choice = serve(builds)
+    assert choice.served == "aoti-int8" and "failed" not in choice.reason
+    assert sorted(builds.sources) == ["program-bf16.pt2", "program-int8.pt2"]
 
 
 @pytest.mark.parametrize(("int8", "offset", "why"), [(0.004, 0.015, "aoti-int8 is not 10% faster than aoti-bf16"),
