@@ -86,9 +86,12 @@ class BlindNoiseConfig:
 
     Sigmas are on the 0-255 scale; ``poisson_peak`` is photons at full scale (log-uniform);
     ``speckle_sigma`` is the multiplicative std. A share of 0 switches a component off.
+    ``awgn_share`` of the patches the hybrid model leaves get white colour Gaussian noise alone
+    (sigma uniform in ``gaussian_sigma``), exactly as the Gaussian presets degrade.
     """
 
     hybrid_share: float = 0.25
+    awgn_share: float = 0.0
     hybrid: NoiseConfig = NoiseConfig()
     primary_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)
     gaussian_sigma: Range = (0.0, 55.0)
@@ -106,6 +109,9 @@ class BlindNoiseConfig:
         check_rgb8(clean)
         if rng.random() < self.hybrid_share:
             return add_hybrid_noise(clean, rng, self.hybrid)[0]
+        if self.awgn_share and rng.random() < self.awgn_share:
+            sigma = float(rng.uniform(*self.gaussian_sigma))
+            return add_hybrid_noise(clean, rng, NoiseConfig.gaussian(sigma))[0]
         steps = [self.primary_step(rng)]
         if rng.random() < self.jpeg_share:
             quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))

@@ -91,6 +91,15 @@ def test_a_mixture_of_only_the_hybrid_model_is_the_hybrid_model() -> None:
     assert np.array_equal(only_hybrid(clean, rng(9)), expected)
 
 
+def test_a_mixture_of_only_white_gaussian_noise_is_the_gaussian_preset() -> None:
+    clean = (rng(3).random((32, 32, 3)) * 255).astype(np.uint8)
+    only_awgn = BlindNoiseConfig(hybrid_share=0.0, awgn_share=1.0, gaussian_sigma=(25.0, 25.0))
+    generator = rng(9)
+    generator.random(), generator.random(), generator.uniform(25.0, 25.0)
+    assert np.array_equal(only_awgn(clean, rng(9)), PRESETS["gaussian25"](clean, generator))
+    assert not np.array_equal(only_awgn(clean, rng(9)), BlindNoiseConfig(hybrid_share=0.0)(clean, rng(9)))
+
+
 def test_presets_match_the_hybrid_stream_and_are_reproducible() -> None:
     clean = (rng(4).random((48, 48, 3)) * 255).astype(np.uint8)
     assert set(PRESETS) == {"hybrid", "gaussian15", "gaussian25", "gaussian50", "poisson", "speckle"}

@@ -125,6 +125,14 @@ def test_hybrid_share_changes_the_training_mixture_only(photos, tmp_path) -> Non
     assert "| blind, hybrid share 1.0 |" in summary_table(tmp_path / "weights")
 
 
+def test_awgn_share_changes_the_training_mixture_and_is_recorded(photos, tmp_path) -> None:
+    cfg = config(photos, tmp_path, noise="blind", hybrid_share=0.2, awgn_share=0.5, epochs=1)
+    assert cfg.training_noise() == BlindNoiseConfig(hybrid_share=0.2, awgn_share=0.5)
+    summary = train(cfg)
+    assert summary["training"]["awgn_share"] == 0.5 and summary["training"]["hybrid_share"] == 0.2
+    assert "| blind, hybrid share 0.2, awgn share 0.5 |" in summary_table(tmp_path / "weights")
+
+
 def test_crops_grow_over_the_run_at_constant_pixels_per_batch(photos, tmp_path) -> None:
     cfg = config(photos, tmp_path, crops=(16, 32), epochs=2, epoch_patches=64)
     assert [cfg.crop_at(p) for p in (0.0, 0.49, 0.5, 1.0)] == [16, 16, 32, 32]
@@ -142,7 +150,8 @@ def test_both_raw_and_ema_weights_are_scored(photos, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("overrides", [{"minutes": 0}, {"epochs": 0}, {"epoch_patches": 4}, {"noise": "pink"},
-                                       {"hybrid_share": 0.5}, {"noise": "blind", "hybrid_share": 1.5}])
+                                       {"hybrid_share": 0.5}, {"noise": "blind", "hybrid_share": 1.5},
+                                       {"awgn_share": 0.5}, {"noise": "blind", "awgn_share": -0.1}])
 def test_budgets_that_give_no_step_and_unknown_or_mismatched_noise_are_refused(photos, tmp_path, overrides) -> None:
     with pytest.raises(ValueError):
         config(photos, tmp_path, **overrides)

@@ -11,7 +11,8 @@
 
 Every batch is a fresh draw of random crops from ``--train-src`` degraded by ``--noise`` (the
 blind mixture by default, ``models.degradations``; ``--hybrid-share`` changes the share of its
-patches that get the seed's hybrid model, for training only), so no two batches share their
+patches that get the seed's hybrid model, ``--awgn-share`` the share of the rest that get white
+Gaussian noise alone, for training only), so no two batches share their
 noise. Crops grow from the first to the last of ``--crops`` over the run (progressive training)
 at a constant number of pixels per batch. An "epoch" is ``--epoch-patches`` patches followed by
 validation on fixed crops of ``--val-src``; the raw and the EMA weights are both scored and
@@ -70,6 +71,7 @@ class TrainConfig:
     val_src: Path | None = None
     noise: str = "blind"
     hybrid_share: float | None = None
+    awgn_share: float | None = None
     run_dir: Path | None = None
     weights_dir: Path = WEIGHTS_DIR
     arch: dict[str, Any] = field(default_factory=dict)
@@ -101,8 +103,9 @@ class TrainConfig:
         self.crops = tuple(self.crops)
         if self.noise not in NOISES:
             raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISES)}")
-        if self.hybrid_share is not None and (self.noise != "blind" or not 0 <= self.hybrid_share <= 1):
-            raise ValueError(f"--hybrid-share {self.hybrid_share} needs the blind mixture and a share in [0, 1]")
+        for flag, share in (("--hybrid-share", self.hybrid_share), ("--awgn-share", self.awgn_share)):
+            if share is not None and (self.noise != "blind" or not 0 <= share <= 1):
+                raise ValueError(f"{flag} {share} needs the blind mixture and a share in [0, 1]")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"a budget of {self.minutes} minutes trains no step")
         if self.epochs < 1 or self.epoch_patches < self.batch_for(self.crops[0]):
@@ -110,11 +113,15 @@ class TrainConfig:
                 f"{self.epochs} epochs of {self.epoch_patches} patches give no step at batch {self.batch_for(self.crops[0])}"
             )
 
+    def mixture_shares(self) -> dict[str, float]:
+        """The blind mixture's shares this run overrides (``--hybrid-share``, ``--awgn-share``)."""
+        shares = {"hybrid_share": self.hybrid_share, "awgn_share": self.awgn_share}
+        return {name: share for name, share in shares.items() if share is not None}
+
     def training_noise(self) -> Degradation:
-        """What training patches are degraded with: ``noise``, with the hybrid share overridden if given."""
-        if self.hybrid_share is None:
-            return NOISES[self.noise]
-        return replace(NOISES[self.noise], hybrid_share=self.hybrid_share)
+        """What training patches are degraded with: ``noise``, with the mixture's shares overridden if given."""
+        shares = self.mixture_shares()
+        return replace(NOISES[self.noise], **shares) if shares else NOISES[self.noise]
 
     def batch_for(self, crop: int) -> int:
         """Patches per step at ``crop``: ``batch`` at the first crop, then as many pixels per step."""
@@ -308,7 +315,7 @@ def run_summary(cfg: TrainConfig, trainer: Trainer, val_psnr: float, noisy_psnr:
             "wall_minutes": round(state["elapsed"] / 60, 1),
             "patches_per_s": round(state["patches"] / max(state["elapsed"], 1e-9), 1),
             "device": device_name(trainer.device), "precision": "bf16" if trainer.bf16 else "fp32",
-            "noise": cfg.noise, **({"hybrid_share": cfg.hybrid_share} if cfg.hybrid_share is not None else {}),
+            "noise": cfg.noise, **cfg.mixture_shares(),
             "crops": list(cfg.crops), "batch": cfg.batch, "loss": cfg.loss, "lr": cfg.lr,
             "ema": cfg.ema, "val_patches": cfg.val_patches, "val_crop": cfg.val_crop,
             **({"warm_start": state["warm_start"]} if state.get("warm_start") else {}),
@@ -487,7 +494,9 @@ def summary_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         runs = training_runs(info.get("training", {}))
         last = runs[-1]
         crops = "/".join(str(c) for c in last.get("crops", [last.get("crop")]))
-        noise = last.get("noise", "hybrid") + (f", hybrid share {last['hybrid_share']}" if "hybrid_share" in last else "")
+        noise = ", ".join([last.get("noise", "hybrid")] + [
+            f"{key.replace('_', ' ')} {last[key]}" for key in ("hybrid_share", "awgn_share") if key in last
+        ])
         devices = " + ".join(dict.fromkeys(f"{r['device']}, {r.get('precision', 'fp32')}" for r in runs))
         lines.append(
             f"| {spec.title} | {info['config']['width']} / {info['config']['depth']} | {len(runs)} "
@@ -515,6 +524,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-src", type=Path, help="clean validation photos (default: the corpus's val/)")
     parser.add_argument("--noise", choices=list(NOISES), default=TrainConfig.noise)
     parser.add_argument("--hybrid-share", type=float, help="share of blind-mixture training patches given the hybrid model")
+    parser.add_argument("--awgn-share", type=float,
+                        help="share of the other blind-mixture patches given white Gaussian noise alone")
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--width", type=int, help="override the registry's width")
