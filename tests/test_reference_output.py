@@ -29,10 +29,10 @@ from models.settings import HandlerSettings
 from scripts.paths import IMAGES_DIR
 
 CROP = (200, 100, 360, 196)  # left, top, right, bottom of images/clean.png
-# The U-Net's made with the committed weights of 3669773; the Residual U-Net's with its width-24 weights (2026-12-02).
+# The U-Net's made with the committed weights of 3669773; the Residual U-Net's with its fine-tuned width-24 weights (2026-12-08).
 REFERENCE = {
     "model_unet": "f5e88ae87f855cde777ef4c8146a08dd12e95c6d44c5b2565e6e750c3e86cb68",
-    "model_runet": "fcff495635c8e29e66618840257f325b39f8973f8600fdd73a89c8592e8d1285",
+    "model_runet": "1944e6b0dace0a9a281d3310f22f98d87074174564d4fc1d9f25b0079efad1c6",
 }
 
 
