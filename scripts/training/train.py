@@ -60,6 +60,8 @@ from scripts.paths import RUNS_DIR, corpus_split, split_argument
 from scripts.training.dataset import DegradedCrops, fixed_pairs, refuse_shared_images, usable_images
 
 NOISES: dict[str, Degradation] = {"blind": BlindNoiseConfig(), **PRESETS}
+# The blind mixture's shares a run may override, each as ``--hybrid-share`` etc.
+MIXTURE_SHARES = ("hybrid_share", "awgn_share")
 
 
 @dataclass
@@ -103,9 +105,9 @@ class TrainConfig:
         self.crops = tuple(self.crops)
         if self.noise not in NOISES:
             raise ValueError(f"unknown noise {self.noise!r}; choose from {', '.join(NOISES)}")
-        for flag, share in (("--hybrid-share", self.hybrid_share), ("--awgn-share", self.awgn_share)):
-            if share is not None and (self.noise != "blind" or not 0 <= share <= 1):
-                raise ValueError(f"{flag} {share} needs the blind mixture and a share in [0, 1]")
+        for name, share in self.mixture_shares().items():
+            if self.noise != "blind" or not 0 <= share <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} {share} needs the blind mixture and a share in [0, 1]")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"a budget of {self.minutes} minutes trains no step")
         if self.epochs < 1 or self.epoch_patches < self.batch_for(self.crops[0]):
@@ -114,9 +116,8 @@ class TrainConfig:
             )
 
     def mixture_shares(self) -> dict[str, float]:
-        """The blind mixture's shares this run overrides (``--hybrid-share``, ``--awgn-share``)."""
-        shares = {"hybrid_share": self.hybrid_share, "awgn_share": self.awgn_share}
-        return {name: share for name, share in shares.items() if share is not None}
+        """The blind mixture's shares this run overrides (``MIXTURE_SHARES`` given on the command line)."""
+        return {name: share for name in MIXTURE_SHARES if (share := getattr(self, name)) is not None}
 
     def training_noise(self) -> Degradation:
         """What training patches are degraded with: ``noise``, with the mixture's shares overridden if given."""
@@ -495,7 +496,7 @@ def summary_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         last = runs[-1]
         crops = "/".join(str(c) for c in last.get("crops", [last.get("crop")]))
         noise = ", ".join([last.get("noise", "hybrid")] + [
-            f"{key.replace('_', ' ')} {last[key]}" for key in ("hybrid_share", "awgn_share") if key in last
+            f"{key.replace('_', ' ')} {last[key]}" for key in MIXTURE_SHARES if key in last
         ])
         devices = " + ".join(dict.fromkeys(f"{r['device']}, {r.get('precision', 'fp32')}" for r in runs))
         lines.append(
